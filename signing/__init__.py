@@ -1,0 +1,1 @@
+"""Package, repository and kernel-module signing."""

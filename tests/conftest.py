@@ -1,0 +1,18 @@
+"""Shared test helpers: where the repository and the shared errata fixtures are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# Real public errata records live beside the checkout and are never copied into it.
+SHARED_ERRATA = REPO.parent / "shared" / "fixtures" / "errata"
+
+
+@pytest.fixture
+def shared_errata() -> Path:
+    if not SHARED_ERRATA.is_dir():
+        pytest.skip("../shared/fixtures/errata is not present beside the checkout")
+    return SHARED_ERRATA
