@@ -23,6 +23,9 @@ class PackageRef:
     sha256: str | None = None
     # Where the file lives below the repository root (Debian ``Filename``, RPM location).
     filename: str | None = None
+    # The package's own architecture as its repository names it (amd64, all, x86_64,
+    # noarch): a multi-arch repository holds one name at one version several times.
+    arch: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -30,6 +33,7 @@ class PackageRef:
             "version": self.version,
             "sha256": self.sha256,
             "filename": self.filename,
+            "arch": self.arch,
         }
 
 
