@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from . import plan_commands
 from .errata import commands as errata_commands
 from .errors import LivegraftError
 from .kernels import commands as kernel_commands
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     errata_commands.register(sub)
     kernel_commands.register(sub)
+    plan_commands.register(sub)
     return parser
 
 
