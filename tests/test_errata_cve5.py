@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from errata_support import answers, load_one
 from livegraft.pipeline.errata.load import load_errata
 from livegraft.pipeline.errata.model import Vulnerability
 from livegraft.pipeline.errors import InputError
@@ -20,18 +21,7 @@ def synthetic() -> dict[str, Any]:
 
 
 def load(tmp_path: Path, record: dict[str, Any], name: str = "CVE-2099-0001.json") -> Vulnerability:
-    path = tmp_path / name
-    path.write_text(json.dumps(record))
-    (vuln,) = load_errata([path]).vulnerabilities()
-    return vuln
-
-
-def answers(vuln: Vulnerability, versions: str) -> list[tuple[str, str | None]]:
-    out = []
-    for version in versions.split():
-        verdict = vuln.status_at(version)
-        out.append((verdict.status, str(verdict.fixed_version) if verdict.fixed_version else None))
-    return out
+    return load_one(tmp_path, record, name)
 
 
 def test_both_blocks(tmp_path: Path) -> None:

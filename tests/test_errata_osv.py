@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from errata_support import answers, load_one
 from livegraft.pipeline.errata.load import load_errata
 from livegraft.pipeline.errata.model import Vulnerability
 from livegraft.pipeline.errors import InputError
@@ -19,19 +20,8 @@ def synthetic() -> dict[str, Any]:
     return record
 
 
-def load(tmp_path: Path, record: dict[str, Any]) -> Vulnerability:
-    path = tmp_path / "record.osv.json"
-    path.write_text(json.dumps(record))
-    (vuln,) = load_errata([path]).vulnerabilities()
-    return vuln
-
-
-def answers(vuln: Vulnerability, versions: str) -> list[tuple[str, str | None]]:
-    out = []
-    for version in versions.split():
-        verdict = vuln.status_at(version)
-        out.append((verdict.status, str(verdict.fixed_version) if verdict.fixed_version else None))
-    return out
+def load(tmp_path: Path, record: dict[str, Any], name: str = "record.osv.json") -> Vulnerability:
+    return load_one(tmp_path, record, name)
 
 
 def test_events_and_versions(tmp_path: Path) -> None:
