@@ -66,7 +66,13 @@ def _staging(final: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
     try:
         yield tmp
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            # Another process staged the same content first (a directory cannot be
+            # replaced once it has files): theirs is as good as ours.
+            if not final.is_dir():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

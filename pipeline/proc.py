@@ -33,6 +33,10 @@ class CommandError(WorkError):
         )
 
 
+class CommandTimeout(WorkError):
+    """The command ran past its time limit and was killed."""
+
+
 def run(
     argv: Sequence[str | os.PathLike[str]],
     *,
@@ -67,7 +71,7 @@ def run(
     except FileNotFoundError as exc:
         raise WorkError(f"{args[0]}: not installed ({exc.strerror})") from None
     except subprocess.TimeoutExpired:
-        raise WorkError(f"{shlex.join(args[:3])}: timed out after {timeout} s") from None
+        raise CommandTimeout(f"{shlex.join(args[:3])}: timed out after {timeout} s") from None
     result = Completed(args, cp.returncode, cp.stdout, cp.stderr)
     if check and cp.returncode != 0:
         raise CommandError(result)
