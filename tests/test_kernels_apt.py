@@ -135,10 +135,32 @@ def apt_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-@pytest.fixture
-def isolated(apt_config: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("APT_CONFIG", str(apt_config))
-    return apt_config
+_DISCOVER = """
+import dataclasses, json, sys
+from livegraft.pipeline.kernels.apt_source import discover_apt
+from livegraft.pipeline.kernels.filters import Filters
+filters = Filters(**{k: tuple(v) for k, v in json.loads(sys.argv[1]).items()})
+print(json.dumps([b.to_json() for b in discover_apt(filters)]))
+"""
+
+
+def discover_isolated(apt_config: Path, filters: Filters | None = None) -> tuple[KernelBuild, ...]:
+    """discover_apt() against the test archive, in a process of its own.
+
+    libapt computes the architecture list (arm64 is foreign here) once per process, so a
+    discovery from the machine's own lists earlier in this process would hide arm64.
+    """
+    import dataclasses
+    import sys
+
+    cp = subprocess.run(
+        [sys.executable, "-c", _DISCOVER, json.dumps(dataclasses.asdict(filters or Filters()))],
+        env={**_clean_env(), "APT_CONFIG": str(apt_config)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return tuple(KernelBuild.from_json(b) for b in json.loads(cp.stdout))
 
 
 def _by_uname(builds: tuple[KernelBuild, ...]) -> dict[str, KernelBuild]:
@@ -155,19 +177,28 @@ def test_lists_are_stored_compressed(apt_config: Path) -> None:
     assert all(p.suffix in (".lz4", ".gz", ".xz", ".zst") for p in lists), lists
 
 
-def test_discovers_every_build_and_nothing_else(isolated: Path) -> None:
-    builds = _by_uname(discover_apt())
+def test_discovers_every_build_and_nothing_else(apt_config: Path) -> None:
+    # In a process of its own: libapt computes the architecture list (arm64 is foreign
+    # here) once per process, so an earlier discovery in this one would hide it.
+    cp = subprocess.run(
+        ["livegraft", "kernels", "discover", "--json"],
+        env={**_clean_env(), "APT_CONFIG": str(apt_config)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert cp.returncode == 0, cp.stderr
+    builds = {b["uname_r"]: b for b in json.loads(cp.stdout)}
     assert set(builds) == set(EXPECTED)
     for uname_r, (version, flavour, arch, suites) in EXPECTED.items():
         b = builds[uname_r]
-        assert (b.package_version, b.flavour, b.arch, b.suites) == (version, flavour, arch, suites)
-        assert b.family == "deb"
-        assert b.dist == "bookworm"
-        assert b.origin == "apt"
+        got = (b["package_version"], b["flavour"], b["arch"], tuple(b["suites"]))
+        assert got == (version, flavour, arch, suites)
+        assert (b["family"], b["dist"], b["origin"]) == ("deb", "bookworm", "apt")
 
 
-def test_build_fields_and_packages(isolated: Path) -> None:
-    builds = _by_uname(discover_apt())
+def test_build_fields_and_packages(apt_config: Path) -> None:
+    builds = _by_uname(discover_isolated(apt_config))
     b = builds["6.1.0-56-rt-amd64"]
     assert b.upstream_version == "6.1.192"
     assert b.source_package == "linux"
@@ -221,12 +252,12 @@ def test_build_fields_and_packages(isolated: Path) -> None:
         (Filters(dist=("bookworm",), arch=("x86_64",)), set(EXPECTED) - {"6.1.0-50-arm64"}),
     ],
 )
-def test_filters(isolated: Path, filters: Filters, expected: set[str]) -> None:
-    assert {b.uname_r for b in discover_apt(filters)} == expected
+def test_filters(apt_config: Path, filters: Filters, expected: set[str]) -> None:
+    assert {b.uname_r for b in discover_isolated(apt_config, filters)} == expected
 
 
-def test_order_is_by_version(isolated: Path) -> None:
-    builds = ordered(discover_apt(Filters(flavour=("amd64",))))
+def test_order_is_by_version(apt_config: Path) -> None:
+    builds = ordered(discover_isolated(apt_config, Filters(flavour=("amd64",))))
     assert [b.uname_r for b in builds] == [
         "6.1.0-47-amd64",
         "6.1.0-50-amd64",

@@ -50,7 +50,9 @@ def discover_apt(filters: Filters | None = None) -> tuple[KernelBuild, ...]:
 def _open_cache() -> apt_pkg.Cache:
     # apt_pkg holds one process-wide configuration and reads APT_CONFIG only while
     # initialising it: start from an empty one so each call honours the environment
-    # of that moment (tests switch roots within one process).
+    # of that moment. One thing this cannot reset: libapt computes the list of
+    # architectures once per process, so a later call with another APT::Architectures
+    # still sees the first one.
     # (keys(), not iteration: Configuration only looks like a Mapping to type checkers.)
     roots = {key.split("::", 1)[0] for key in apt_pkg.config.keys()}  # noqa: SIM118
     for root in roots:

@@ -36,6 +36,11 @@ class PackageRef:
             "arch": self.arch,
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PackageRef:
+        """The inverse of to_json, for documents livegraft wrote itself."""
+        return cls(data["name"], data["version"], data["sha256"], data["filename"], data["arch"])
+
 
 @dataclass(frozen=True)
 class KernelBuild:
@@ -88,3 +93,24 @@ class KernelBuild:
             "origin": self.origin,
             "suites": list(self.suites),
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> KernelBuild:
+        """The inverse of to_json, for documents livegraft wrote itself."""
+        family = data["family"]
+        if family not in FAMILIES:
+            raise ValueError(f"family {family!r}")
+        return cls(
+            uname_r=data["uname_r"],
+            family=family,
+            package_version=data["package_version"],
+            upstream_version=data["upstream_version"],
+            flavour=data["flavour"],
+            arch=data["arch"],
+            dist=data["dist"],
+            source_package=data["source_package"],
+            headers=tuple(PackageRef.from_json(h) for h in data["headers"]),
+            image=PackageRef.from_json(data["image"]) if data["image"] else None,
+            origin=data["origin"],
+            suites=tuple(data["suites"]),
+        )
