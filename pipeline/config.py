@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,33 @@ TOP_LEVEL_KEYS = {
     "fixes": "the livepatch sources folder (path)",
     "kernels": "declared kernel builds ([[kernels]] tables)",
     "discover": "kernel discovery sources ([[discover]] tables)",
+    "build": "[build]: how modules are built (see BUILD_KEYS)",
+    "signing": "[signing]: the module-signing key (see SIGNING_KEYS)",
 }
+BUILD_KEYS = {
+    "cache": "where kernel packages and unpacked header trees are kept (path; <work_dir>/cache)",
+    "jobs": "compiles at a time (integer >= 1; one per core when absent)",
+}
+SIGNING_KEYS = {
+    "module_key": "the module-signing private key, PEM (path; generated when absent)",
+    "module_cert": "its X.509 certificate, PEM or DER (path)",
+    "module_key_passphrase_file": "a file holding the key's passphrase (path)",
+}
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    cache: Path | None = None
+    jobs: int | None = None
+
+
+@dataclass(frozen=True)
+class SigningSettings:
+    """Paths as the config gives them; whether they exist is checked where they are used."""
+
+    module_key: Path | None = None
+    module_cert: Path | None = None
+    module_key_passphrase_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -34,10 +60,16 @@ class Config:
     # Kept raw: the kernel matrix validates these itself, with this file's name in errors.
     kernels: tuple[Mapping[str, Any], ...]
     discover: tuple[Mapping[str, Any], ...]
+    build: BuildSettings = field(default_factory=BuildSettings)
+    signing: SigningSettings = field(default_factory=SigningSettings)
 
     @property
     def levels_file(self) -> Path:
         return self.work_dir / "levels.json"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.build.cache or self.work_dir / "cache"
 
 
 def check_keys(path: Path, where: str, table: Mapping[str, Any], known: Mapping[str, str]) -> None:
@@ -60,6 +92,43 @@ def _tables(path: Path, table: Mapping[str, Any], key: str) -> tuple[Mapping[str
     if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
         raise InputError(path, key, f"expected an array of tables ([[{key}]])")
     return tuple(value)
+
+
+def _table(
+    path: Path, raw: Mapping[str, Any], key: str, known: Mapping[str, str]
+) -> Mapping[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise InputError(path, key, f"expected a table ([{key}])")
+    check_keys(path, key, value, known)
+    return value
+
+
+def _path(path: Path, base: Path, table: Mapping[str, Any], where: str, key: str) -> Path | None:
+    if key not in table:
+        return None
+    value = table[key]
+    if not isinstance(value, str) or not value:
+        raise InputError(path, f"{where}.{key}", "expected a path (non-empty string)")
+    return (base / value).resolve()
+
+
+def _build_settings(path: Path, base: Path, raw: Mapping[str, Any]) -> BuildSettings:
+    table = _table(path, raw, "build", BUILD_KEYS)
+    jobs = table.get("jobs")
+    if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
+        raise InputError(path, "build.jobs", "expected an integer >= 1")
+    return BuildSettings(cache=_path(path, base, table, "build", "cache"), jobs=jobs)
+
+
+def _signing_settings(path: Path, base: Path, raw: Mapping[str, Any]) -> SigningSettings:
+    table = _table(path, raw, "signing", SIGNING_KEYS)
+    settings = SigningSettings(
+        **{key: _path(path, base, table, "signing", key) for key in SIGNING_KEYS}
+    )
+    if (settings.module_key is None) != (settings.module_cert is None):
+        raise InputError(path, "signing", "expected module_key and module_cert together")
+    return settings
 
 
 def load_config(path: Path) -> Config:
@@ -95,4 +164,6 @@ def load_config(path: Path) -> Config:
         fixes_dir=fixes_dir,
         kernels=kernels,
         discover=discover,
+        build=_build_settings(path, base, raw),
+        signing=_signing_settings(path, base, raw),
     )

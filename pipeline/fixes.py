@@ -6,6 +6,8 @@ Layout of a fix folder (the folder's name is the fix id)::
     fixes/<id>/livepatch.c  the replacement functions, non-static, no module_init
     fixes/<id>/check.sh     optional: run by busybox sh in the booted guest after loading;
                             exit 0 means the fix is in effect
+    fixes/<id>/fix.patch    instead of livepatch.c: the fix as a kernel source diff, which
+                            kpatch-build turns into a module; ``functions`` is then optional
 
 Several fixes combine because the build stage, not the fix, owns the module: it
 compiles every fix's ``livepatch.c`` as its own object of one module and generates the
@@ -33,6 +35,7 @@ from .versions.kernel import KernelVersion
 
 FIX_FILE = "fix.toml"
 SOURCE_FILE = "livepatch.c"
+PATCH_FILE = "fix.patch"
 CHECK_FILE = "check.sh"
 
 SEVERITIES = ("low", "moderate", "important", "critical")
@@ -140,10 +143,16 @@ class Fix:
     has_check: bool
     # sha256 over every file of the folder: any edit to the fix changes the plan cells.
     digest: str
+    # Given as a source diff (fix.patch, built by kpatch-build) instead of livepatch.c.
+    diff: bool = False
 
     @property
     def source(self) -> Path:
         return self.folder / SOURCE_FILE
+
+    @property
+    def patch(self) -> Path:
+        return self.folder / PATCH_FILE
 
     @property
     def check(self) -> Path | None:
@@ -216,7 +225,7 @@ def _parse_applies(path: Path, raw: Any) -> Applies:
     )
 
 
-def _parse_functions(path: Path, raw: Any, source: str) -> tuple[PatchedFunction, ...]:
+def _parse_functions(path: Path, raw: Any, source: str | None) -> tuple[PatchedFunction, ...]:
     if not isinstance(raw, list) or not raw or not all(isinstance(t, dict) for t in raw):
         raise InputError(path, "functions", "expected at least one [[functions]] table")
     functions = []
@@ -236,7 +245,9 @@ def _parse_functions(path: Path, raw: Any, source: str) -> tuple[PatchedFunction
             raise InputError(path, f"{where}.sympos", "expected an integer >= 0")
         # A cheap guard against a fix whose source lost its replacement: the compile
         # would catch it too, but only per build and much later.
-        if not re.search(rf"\b{re.escape(values['replacement'])}\s*\(", source):
+        if source is not None and not re.search(
+            rf"\b{re.escape(values['replacement'])}\s*\(", source
+        ):
             raise InputError(
                 path.with_name(SOURCE_FILE),
                 f"{where}.replacement",
@@ -273,8 +284,18 @@ def load_fix(folder: Path) -> Fix:
     if not path.is_file():
         raise InputError(path, None, f"missing: every fix folder needs {FIX_FILE}")
     source_path = folder / SOURCE_FILE
-    if not source_path.is_file():
-        raise InputError(source_path, None, f"missing: every fix folder needs its {SOURCE_FILE}")
+    diff = (folder / PATCH_FILE).is_file()
+    if diff and source_path.is_file():
+        raise InputError(folder, None, f"expected {SOURCE_FILE} or {PATCH_FILE}, not both")
+    if not diff and not source_path.is_file():
+        raise InputError(
+            source_path,
+            None,
+            f"missing: every fix folder needs its {SOURCE_FILE} "
+            f"(or a source diff in {PATCH_FILE} for kpatch-build)",
+        )
+    if diff:
+        source_path = folder / PATCH_FILE
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
         source = source_path.read_text(encoding="utf-8")
@@ -297,7 +318,7 @@ def load_fix(folder: Path) -> Fix:
     sample = raw.get("sample", False)
     if not isinstance(sample, bool):
         raise InputError(path, "sample", "expected true or false")
-    if "module_init" in source or re.search(r"\bstruct\s+klp_patch\b", source):
+    if not diff and ("module_init" in source or re.search(r"\bstruct\s+klp_patch\b", source)):
         raise InputError(
             source_path,
             None,
@@ -312,11 +333,18 @@ def load_fix(folder: Path) -> Fix:
         severity=severity,
         sample=sample,
         supersedes=_strings(path, "supersedes", raw.get("supersedes", [])),
-        functions=_parse_functions(path, raw.get("functions"), source),
+        # kpatch-build finds the changed functions in the diff itself; listed ones
+        # still let the plan refuse two fixes of one function.
+        functions=(
+            ()
+            if diff and "functions" not in raw
+            else _parse_functions(path, raw.get("functions"), None if diff else source)
+        ),
         applies=_parse_applies(path, raw.get("applies", {})),
         state=_parse_state(path, raw["state"]) if "state" in raw else None,
         has_check=(folder / CHECK_FILE).is_file(),
         digest=_folder_digest(folder),
+        diff=diff,
     )
 
 

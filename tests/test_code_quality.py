@@ -18,7 +18,7 @@ def _tool(name: str) -> str:
 
 def test_ruff_clean() -> None:
     cp = subprocess.run(
-        [_tool("ruff"), "check", *PACKAGES, "tests", "--no-cache"],
+        [_tool("ruff"), "check", *PACKAGES, "tests", "bench", "--no-cache"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -29,7 +29,7 @@ def test_ruff_clean() -> None:
 
 def test_ruff_format_clean() -> None:
     cp = subprocess.run(
-        [_tool("ruff"), "format", "--check", *PACKAGES, "tests", "--no-cache"],
+        [_tool("ruff"), "format", "--check", *PACKAGES, "tests", "bench", "--no-cache"],
         cwd=REPO,
         capture_output=True,
         text=True,
