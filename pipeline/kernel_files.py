@@ -8,6 +8,7 @@ absolute ``/usr/src`` path, which is rewritten to point into the build's own tre
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -23,6 +24,8 @@ import requests
 from debian import deb822
 
 from .errors import InputError, WorkError
+from .kernels.apt_source import discover_apt
+from .kernels.filters import Filters
 from .kernels.model import KernelBuild, PackageRef
 from .proc import run
 
@@ -179,12 +182,43 @@ def _tree_key(build: KernelBuild) -> str:
     return "-".join(_slug(p) for p in (build.family, build.uname_r, build.package_version))
 
 
+def complete_from_apt(build: KernelBuild) -> KernelBuild:
+    """A declared Debian build with the packages discovery would have found for it.
+
+    A config may declare a build by uname -r and version alone; its headers package
+    then needs the ``-common`` tree and the kbuild package it depends on, and
+    booting needs the image: the machine's apt lists say which, with their checksums.
+    """
+    names = {ref.name for ref in build.headers}
+    complete = any("-common" in n for n in names) and any("kbuild" in n for n in names)
+    if build.family != "deb" or build.origin != "apt" or (complete and build.image):
+        return build
+    offered = [
+        b
+        for b in discover_apt(Filters(uname_r=(build.uname_r,)))
+        if b.package_version == build.package_version
+    ]
+    if not offered:
+        raise InputError(
+            None,
+            f"{build.uname_r} {build.package_version}",
+            "a kernel build the machine's apt sources offer (see livegraft kernels discover)",
+        )
+    found = offered[0]
+    return dataclasses.replace(
+        build,
+        headers=build.headers if complete else found.headers,
+        image=build.image or found.image,
+    )
+
+
 def prepare(build: KernelBuild, cache: Path) -> KernelTree:
     """Fetch and unpack the build's headers once; later calls reuse the tree."""
     if not build.headers:
         raise InputError(None, f"{build.uname_r}: headers", "the headers packages to build against")
     final = cache / "trees" / _tree_key(build)
     if not final.is_dir():
+        build = complete_from_apt(build)
         packages = [fetch_package(build, ref, cache) for ref in build.headers]
         with _staging(final) as tmp:
             for pkg in packages:
@@ -195,10 +229,11 @@ def prepare(build: KernelBuild, cache: Path) -> KernelTree:
 
 def fetch_image(build: KernelBuild, cache: Path) -> Path:
     """The build's bootable kernel image (vmlinuz), unpacked from its image package once."""
-    if build.image is None:
-        raise InputError(None, f"{build.uname_r}: image", "the kernel image package to boot")
     final = cache / "images" / _tree_key(build)
     if not final.is_dir():
+        build = complete_from_apt(build)
+        if build.image is None:
+            raise InputError(None, f"{build.uname_r}: image", "the kernel image package to boot")
         pkg = fetch_package(build, build.image, cache)
         with _staging(final) as tmp:
             _unpack(build, pkg, tmp)
@@ -208,7 +243,7 @@ def fetch_image(build: KernelBuild, cache: Path) -> Path:
                 shutil.rmtree(tmp / sub, ignore_errors=True)
     for candidate in (final / "boot").glob("vmlinuz-*"):
         return candidate
-    raise WorkError(f"{build.image.name}: holds no boot/vmlinuz-*")
+    raise WorkError(f"{build.uname_r}: the image package holds no boot/vmlinuz-*")
 
 
 def _headers_dir(build: KernelBuild, root: Path) -> Path:
