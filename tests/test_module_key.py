@@ -115,3 +115,39 @@ def test_passphrase_from_environment_or_file_never_shown(tmp_path: Path) -> None
         with pytest.raises(InputError) as err:
             load_module_key(settings, tmp_path, environ=environ)
         assert "passphrase" in str(err.value) and SECRET not in str(err.value)
+
+
+def _keys_init(config: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    import os
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "livegraft.pipeline.cli", "keys", "init", "--config", str(config),
+         "--json"],
+        capture_output=True, text=True, check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("LIVEGRAFT_")} | env,
+    )  # fmt: skip
+
+
+def test_keys_init_makes_one_key_for_every_shard(tmp_path: Path) -> None:
+    from project import make_project
+
+    config = make_project(tmp_path)
+    first, again = _keys_init(config), _keys_init(config)
+    assert first.returncode == 0, first.stderr
+    import json
+
+    one, two = json.loads(first.stdout), json.loads(again.stdout)
+    assert one["generated"] and one["fingerprint"] == two["fingerprint"]
+    key, cert = _pair(tmp_path / "supplied", SECRET)
+    bad = _keys_init(config, **{ENV_KEY: str(key)})
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert f"{ENV_KEY}/{ENV_CERT}" in bad.stderr
+    wrong = _keys_init(
+        config, **{ENV_KEY: str(key), ENV_CERT: str(cert), ENV_PASSPHRASE: "wrong-pass-xyz"}
+    )
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1
+    assert "readable with the passphrase" in wrong.stderr and "wrong-pass-xyz" not in wrong.stderr
+    ok = _keys_init(config, **{ENV_KEY: str(key), ENV_CERT: str(cert), ENV_PASSPHRASE: SECRET})
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["subject"] == "CN=test signer" and SECRET not in ok.stdout
