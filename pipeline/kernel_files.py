@@ -199,9 +199,10 @@ def complete_from_apt(build: KernelBuild) -> KernelBuild:
         if b.package_version == build.package_version
     ]
     if not offered:
+        wanted = build.headers[0].name if build.headers else f"linux-headers-{build.uname_r}"
         raise InputError(
             None,
-            f"{build.uname_r} {build.package_version}",
+            f"{wanted}={build.package_version}",
             "a kernel build the machine's apt sources offer (see livegraft kernels discover)",
         )
     found = offered[0]
