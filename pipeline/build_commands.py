@@ -19,7 +19,7 @@ from typing import Any
 from livegraft.signing.module_key import load_module_key
 from rich.table import Table
 
-from .build.runner import Builder, CellResult, Reporter, default_jobs, parse_shard, shard_cells
+from .build.runner import Builder, CellResult, default_jobs, parse_shard, shard_cells
 from .build.store import Store
 from .config import Config, load_config
 from .console import console
@@ -27,6 +27,7 @@ from .errors import InputError
 from .files import write_atomic
 from .plan import Plan
 from .plan_commands import _common, _plan
+from .progress import Reporter
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -65,10 +66,11 @@ def _saved_plan(path: Path) -> Any:
         raise InputError(path, None, f"unreadable plan ({exc})") from None
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    shard = parse_shard(args.shard) if args.shard else None
-    if args.jobs is not None and args.jobs < 1:
-        raise InputError(None, "--jobs", "an integer >= 1")
+def current_plan(args: argparse.Namespace, shard: tuple[int, int] | None) -> tuple[Config, Plan]:
+    """The plan the inputs give now (see the module's docstring), saved when it changed.
+
+    ``build`` and ``verify`` both work on it, so they agree on the cells.
+    """
     inputs, ledger, plan = _plan(args)
     config = inputs.config
     plan_file = config.work_dir / "plan.json"
@@ -77,7 +79,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if shard is not None:
         if saved is None:
             raise InputError(
-                plan_file, None, "a shard builds part of a saved plan: run livegraft plan first"
+                plan_file, None, "a shard works on part of a saved plan: run livegraft plan first"
             )
         if saved != json.loads(document):
             raise InputError(
@@ -89,6 +91,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     elif saved != json.loads(document):
         write_atomic(plan_file, document)
         ledger.save()
+    return config, plan
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    shard = parse_shard(args.shard) if args.shard else None
+    if args.jobs is not None and args.jobs < 1:
+        raise InputError(None, "--jobs", "an integer >= 1")
+    config, plan = current_plan(args, shard)
     key = load_module_key(
         config.signing, config.work_dir, config_path=config.path, name=config.name
     )

@@ -25,10 +25,11 @@ from typing import Any
 import pytest
 from conftest import REPO
 from elftools.elf.elffile import ELFFile
-from livegraft.pipeline.build.kbuild import SIGNATURE_MARKER, read_modinfo
 from livegraft.pipeline.cli import main
 from livegraft.pipeline.kernels.apt_source import discover_apt
+from livegraft.pipeline.modinfo import read_modinfo
 from livegraft.signing.module_key import CERT_FILE, KEY_FILE, generate_module_key
+from livegraft.signing.module_signature import SIGNATURE_MARKER
 
 CACHE = Path(os.environ.get("LIVEGRAFT_TEST_CACHE", "/tmp/livegraft-cache"))
 WANTED = ("6.1.0-56-amd64", "6.12.117+deb12-amd64")

@@ -12,6 +12,7 @@ import pytest
 from livegraft.pipeline.errors import InputError
 from livegraft.pipeline.verify import engine, guest, qemu
 from livegraft.pipeline.verify.initramfs import BUSYBOX, Initramfs, base_image
+from livegraft.signing.module_signature import SIGNATURE_MARKER
 
 needs_busybox = pytest.mark.skipif(not BUSYBOX.is_file(), reason="busybox-static is not installed")
 needs_qemu = pytest.mark.skipif(
@@ -204,6 +205,6 @@ def test_bad_input_is_refused_before_booting(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="ELF"):
         engine.verify_cell(kernel, module, None, None, (), tmp_path / "w", 10)
     signed = tmp_path / "signed.ko"
-    signed.write_bytes(b"\x7fELF" + engine.SIGNATURE_MARKER)
+    signed.write_bytes(b"\x7fELF" + SIGNATURE_MARKER)
     with pytest.raises(InputError, match="unsigned"):
         engine.verify_cell(kernel, module, None, signed, (), tmp_path / "w", 10)

@@ -1,7 +1,7 @@
 """The build stage: one stripped, signed cumulative livepatch module per plan cell.
 
 - ``generate``: the module's sources (main.c with the klp_patch, Kbuild, the fixes' objects)
-- ``kbuild``: compile against the build's headers, strip, sign, read modinfo from the ELF
+- ``kbuild``: compile against the build's headers, strip, sign, check the modinfo
 - ``kpatch``: the kpatch-build backend for fixes given as source diffs
 - ``store``: the content-addressed artifact store
 - ``runner``: every cell (or one shard), one compile per core

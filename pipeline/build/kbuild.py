@@ -24,16 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
 from livegraft.signing.module_key import ModuleKey
+from livegraft.signing.module_signature import SIGNATURE_MARKER
 
-from ..errors import WorkError
+from ..errors import InputError, WorkError
 from ..kernel_files import KernelTree
 from ..kernels.model import KernelBuild
+from ..modinfo import read_modinfo
 from ..proc import CommandError, run
 
-SIGNATURE_MARKER = b"~Module signature appended~\n"
 MAKE_TIMEOUT = 900
 # An external-module build is one small module: make's own job server stays at one,
 # since the runner already runs one compile per core.
@@ -204,22 +203,6 @@ def _step(argv: list[str], log: Log, what: str, env: Mapping[str, str] | None = 
         raise BuildFailed(f"{what} failed: {tail[0]}", log.text())
 
 
-def read_modinfo(ko: Path) -> dict[str, list[str]]:
-    """The ``.modinfo`` section: key=value strings, NUL-separated; keys may repeat."""
-    try:
-        with ko.open("rb") as f:
-            section = ELFFile(f).get_section_by_name(".modinfo")
-            data: bytes = section.data() if section is not None else b""
-    except (OSError, ELFError) as exc:
-        raise BuildFailed(f"{ko.name}: not a readable ELF module ({exc})") from None
-    info: dict[str, list[str]] = {}
-    for entry in data.split(b"\0"):
-        key, sep, value = entry.decode("utf-8", "replace").partition("=")
-        if sep:
-            info.setdefault(key, []).append(value)
-    return info
-
-
 @dataclass(frozen=True)
 class Finished:
     ko: Path
@@ -261,9 +244,11 @@ def finish_module(
     data = ko.read_bytes()
     if not data.endswith(SIGNATURE_MARKER):
         raise BuildFailed("sign-file left the module unsigned", log.text())
-    info = read_modinfo(ko)
     try:
+        info = read_modinfo(ko)
         vermagic, srcversion = check_modinfo(info, tree.build)
+    except InputError as exc:
+        raise BuildFailed(str(exc), log.text()) from None
     except BuildFailed as exc:
         raise BuildFailed(exc.reason, log.text()) from None
     log.add(f"modinfo: vermagic={vermagic!r} srcversion={srcversion}")

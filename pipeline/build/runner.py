@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -29,8 +28,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from livegraft.signing.module_key import ModuleKey
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..canonical import content_id
 from ..errors import InputError, LivegraftError
@@ -41,6 +38,7 @@ from . import kpatch
 from .generate import GENERATOR_VERSION, build_label, module_sources
 from .kbuild import (
     BuildFailed,
+    Finished,
     Log,
     Toolchain,
     check_own_modinfo,
@@ -137,6 +135,34 @@ def build_info(
     }
 
 
+def make_module(
+    cell: Cell,
+    tree: KernelTree,
+    toolchain: Toolchain,
+    key: ModuleKey,
+    cache: Path,
+    moddir: Path,
+    log: Log,
+) -> Finished:
+    """The cell's module made in ``moddir``: generated, compiled, stripped, signed, checked.
+
+    Nothing is stored: the builder moves the result into the store, verify makes its
+    level N+1 probe with this too and throws it away.
+    """
+    if backend_of(cell) == "kpatch":
+        ko = kpatch.build_with_kpatch(cell, tree, moddir, cache, log)
+    else:
+        module_sources(cell).write(moddir)
+        ko = compile_module(tree, toolchain, moddir, cell.module_name, log)
+    done = finish_module(ko, tree, toolchain, key, log)
+    if backend_of(cell) == "kbuild":
+        try:
+            check_own_modinfo(done.modinfo, build_label(cell))
+        except BuildFailed as exc:
+            raise BuildFailed(exc.reason, log.text()) from None
+    return done
+
+
 @dataclass
 class Builder:
     store: Store
@@ -221,18 +247,7 @@ class Builder:
     ) -> Artifact:
         self.scratch.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.scratch, prefix=f"{cell.module_name}.") as tmp:
-            moddir = Path(tmp)
-            if backend_of(cell) == "kpatch":
-                ko = kpatch.build_with_kpatch(cell, tree, moddir, self.cache, log)
-            else:
-                module_sources(cell).write(moddir)
-                ko = compile_module(tree, toolchain, moddir, cell.module_name, log)
-            done = finish_module(ko, tree, toolchain, self.key, log)
-            if backend_of(cell) == "kbuild":
-                try:
-                    check_own_modinfo(done.modinfo, build_label(cell))
-                except BuildFailed as exc:
-                    raise BuildFailed(exc.reason, log.text()) from None
+            done = make_module(cell, tree, toolchain, self.key, self.cache, Path(tmp), log)
             info = build_info(
                 cell,
                 aid,
@@ -253,46 +268,3 @@ class Builder:
 
 def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) or 1
-
-
-class Reporter:
-    """Progress on stderr: a live bar on a terminal, one line per cell otherwise (CI logs)."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.count = 0
-        self._lock = threading.Lock()
-        self._progress: Progress | None = None
-        self._task: Any = None
-        if sys.stderr.isatty():
-            self._progress = Progress(
-                TextColumn("[bold]build"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-            )
-
-    def __enter__(self) -> Reporter:
-        if self._progress is not None:
-            self._progress.start()
-            self._task = self._progress.add_task("", total=self.total)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def done(self, r: CellResult) -> None:
-        with self._lock:
-            self.count += 1
-            line = f"{r.status} {r.cell.build.uname_r} ({r.seconds:.1f} s)"
-            if r.reason:
-                line += f": {r.reason}"
-            if self._progress is not None:
-                self._progress.update(self._task, advance=1, description=r.cell.build.uname_r)
-                if r.status == "failed":
-                    self._progress.console.print(f"[red]{line}[/red]", highlight=False)
-            else:
-                print(f"livegraft: [{self.count}/{self.total}] {line}", file=sys.stderr)

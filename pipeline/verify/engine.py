@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from livegraft.signing.module_signature import is_signed
+
 from ..errors import InputError
 from ..files import write_atomic
+from ..modinfo import module_name, read_modinfo, vermagic_release
 from . import guest, qemu
 from .initramfs import base_image
-from .modinfo import module_name, read_modinfo, vermagic_release
 
 Status = Literal["verified", "failed"]
 
@@ -27,7 +29,6 @@ CONSOLE_LOG = "console.log"
 INITRAMFS = "initramfs.img"
 # oops=panic: an oops in patched code ends the boot at once instead of hanging it.
 KERNEL_ARGS = "console=ttyS0 panic=-1 oops=panic quiet"
-SIGNATURE_MARKER = b"~Module signature appended~\n"
 # Module info the build stage records: the exact build, ``<uname -r>@<package version>``.
 BUILD_KEY = "livegraft_build"
 
@@ -152,13 +153,6 @@ def _require_file(path: Path, what: str) -> None:
         raise InputError(path, None, f"{what} (no such file)")
 
 
-def _is_signed(module: Path) -> bool:
-    with module.open("rb") as f:
-        f.seek(0, 2)
-        f.seek(max(0, f.tell() - len(SIGNATURE_MARKER)))
-        return f.read() == SIGNATURE_MARKER
-
-
 def _guest_timeouts(timeout: float) -> tuple[int, int]:
     """Transition and check limits that leave the guest time to report before the host
     gives up on it."""
@@ -198,7 +192,7 @@ def verify_cell(
         _require_file(next_level_module, "the next level's livepatch module")
     if unsigned_module is not None:
         _require_file(unsigned_module, "an unsigned copy of the module")
-        if _is_signed(unsigned_module):
+        if is_signed(unsigned_module):
             raise InputError(unsigned_module, None, "an unsigned module (this one is signed)")
     for name, script in checks:
         _require_file(script, f"the check script of {name}")
