@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import build_commands, keys_commands, plan_commands, verify_commands
+from . import build_commands, keys_commands, plan_commands, run_command, verify_commands
 from .errata import commands as errata_commands
 from .errors import LivegraftError
 from .kernels import commands as kernel_commands
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     build_commands.register(sub)
     verify_commands.register(sub)
     keys_commands.register(sub)
+    run_command.register(sub)
     return parser
 
 

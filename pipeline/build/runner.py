@@ -84,11 +84,17 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def shard_cells(cells: Sequence[Cell], shard: tuple[int, int] | None) -> tuple[Cell, ...]:
-    ordered = sorted(cells, key=lambda c: c.id)
+    """The cells of one shard, in plan order (the order people read them in).
+
+    Membership follows the cells' ids, not the plan's order, so every machine computes
+    the same split from the same plan however it lists the builds.
+    """
     if shard is None:
-        return tuple(ordered)
+        return tuple(cells)
     index, count = shard
-    return tuple(c for k, c in enumerate(ordered) if k % count == index - 1)
+    by_id = sorted(cells, key=lambda c: c.id)
+    chosen = {c.id for k, c in enumerate(by_id) if k % count == index - 1}
+    return tuple(c for c in cells if c.id in chosen)
 
 
 def backend_of(cell: Cell) -> str:
