@@ -78,3 +78,35 @@ def test_mismatched_headers_are_refused(build: KernelBuild, tmp_path: Path) -> N
     with pytest.raises(WorkError, match="no kbuild tree"):
         prepare(wrong, tmp_path)
     assert not any((tmp_path / "trees").iterdir())
+
+
+def test_packages_from_a_configured_url(build: KernelBuild, tmp_path: Path) -> None:
+    """origin = a repository base URL: files at their index Filename, checked the same way."""
+    import http.server
+    import shutil
+    import threading
+    from functools import partial
+
+    complete = complete_from_apt(build)
+    mirror = tmp_path / "mirror"
+    for ref in complete.headers:
+        assert ref.filename and ref.sha256
+        target = mirror / ref.filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fetch_package(complete, ref, CACHE), target)
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(mirror))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        remote = dataclasses.replace(
+            complete, origin=f"http://127.0.0.1:{server.server_address[1]}/"
+        )
+        tree = prepare(remote, tmp_path / "cache")
+        assert (tree.headers / ".config").is_file()
+        # A file the server holds that is not what the index says is refused.
+        first = mirror / str(complete.headers[0].filename)
+        first.write_bytes(first.read_bytes() + b"tampered")
+        with pytest.raises(WorkError, match="does not match the repository"):
+            prepare(remote, tmp_path / "other-cache")
+    finally:
+        server.shutdown()
