@@ -13,6 +13,7 @@ from typing import Any
 
 from .build_commands import cmd_build
 from .config import load_config
+from .package_commands import cmd_package
 from .plan_commands import cmd_plan, cmd_report
 from .verify_commands import DEFAULT_TIMEOUT, cmd_verify
 
@@ -20,11 +21,11 @@ from .verify_commands import DEFAULT_TIMEOUT, cmd_verify
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     r = sub.add_parser(
         "run",
-        help="plan, build, verify and report for one config",
+        help="plan, build, verify, package and report for one config",
         description=(
             "The whole pipeline for one config: plan (levels recorded), build and sign "
-            "every cell, verify each on its real kernel in QEMU, then write the coverage "
-            "report as HTML into the work dir."
+            "every cell, verify each on its real kernel in QEMU, package every verified "
+            "module (RPMs signed), then write the coverage report as HTML into the work dir."
         ),
     )
     r.add_argument("--config", type=Path, required=True, help="the pipeline's TOML config")
@@ -44,6 +45,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     verified = cmd_verify(
         argparse.Namespace(**common, shard=None, jobs=args.jobs, timeout=DEFAULT_TIMEOUT)
     )
+    # Only verified modules are packaged: a cell that failed is skipped, not a failure here.
+    packaged = cmd_package(argparse.Namespace(**common))
     report = config.work_dir / "report.html"
     cmd_report(argparse.Namespace(**{**common, "html": report}))
-    return max(status, built, verified)
+    return max(status, built, verified, packaged)

@@ -1,0 +1,403 @@
+"""The package stage: every verified plan cell's module as the packages the config asks for.
+
+Only a verified artifact is packaged (``verify.records.verified_record`` with the
+module's sha256): a cell not built, not verified, or failed is skipped with its reason.
+
+All or nothing: every item is checked first (names, module signature, sha256), then
+each package that is not already there is built and read back in a staging folder
+below ``packages/``; only when every one succeeded are they renamed into place and
+their records written. A bad input leaves ``packages/`` as it was.
+
+Idempotent: a package whose record says it was made from the same input, and whose
+file still has the recorded sha256, is ``cached`` and not touched. A package file already
+there under the same name and version but with other content is refused: a published
+level must never change under clients (a new content gets a new level from the plan).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import textwrap
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from livegraft.signing.gpg import ArchiveSigner
+from livegraft.signing.module_signature import is_signed
+
+from ..build.store import Artifact, Store
+from ..canonical import content_id
+from ..config import PackageSettings
+from ..errors import InputError
+from ..plan import Cell
+from ..verify.records import load_record, verified_record
+from . import deb, rpm
+from .info import PackageType, info_document, render_info
+from .item import PackageItem
+from .names import RPM_RELEASE, deb_arch, deb_name, rpm_name
+from .records import RECORD_FORMAT, packages_dir, read_record, save_record
+
+# Bump when a builder changes what it writes for the same item: the next run then
+# rebuilds, and a different result for an existing level is refused, not published.
+PACKAGER_VERSION = 1
+
+# Debian's description lines: at most 80 columns with the leading space.
+DESCRIPTION_WIDTH = 72
+
+Status = Literal["built", "cached", "skipped"]
+
+
+@dataclass(frozen=True)
+class PackageResult:
+    cell: Cell
+    type: PackageType
+    name: str | None
+    version: str
+    status: Status
+    reason: str = ""
+    path: Path | None = None
+    sha256: str | None = None
+    artifact: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "format": self.type,
+            "path": str(self.path) if self.path else None,
+            "sha256": self.sha256,
+            "uname_r": self.cell.build.uname_r,
+            "package_version": self.cell.build.package_version,
+            "level": self.cell.level,
+            "artifact": self.artifact,
+            "status": self.status,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class _Job:
+    cell: Cell
+    artifact: Artifact
+    item: PackageItem
+    input_id: str
+    record: dict[str, Any] = field(default_factory=dict)
+    staged: Path | None = None
+
+
+def formats_for(cell: Cell, settings: PackageSettings) -> tuple[PackageType, ...]:
+    chosen = settings.formats or (cell.build.family,)
+    return tuple("deb" if f == "deb" else "rpm" for f in chosen)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Packager:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        work_dir: Path,
+        settings: PackageSettings,
+        vendor: str,
+        signer: Callable[[], ArchiveSigner],
+        jobs: int = 1,
+    ) -> None:
+        self.store = store
+        self.work_dir = work_dir
+        self.root = packages_dir(work_dir)
+        self.settings = settings
+        self.vendor = vendor
+        self._signer_factory = signer
+        self._signer: ArchiveSigner | None = None
+        self.jobs = jobs
+
+    def _signer_now(self) -> ArchiveSigner:
+        if self._signer is None:
+            self._signer = self._signer_factory()
+        return self._signer
+
+    def close(self) -> None:
+        if self._signer is not None:
+            self._signer.close()
+            self._signer = None
+
+    def package(self, cells: Sequence[Cell]) -> list[PackageResult]:
+        results: dict[tuple[str, str], PackageResult] = {}
+        jobs: list[_Job] = []
+        for cell in cells:
+            artifact, reason, record = self._verified(cell)
+            for kind in formats_for(cell, self.settings):
+                if artifact is None or record is None:
+                    results[cell.id, kind] = PackageResult(
+                        cell, kind, _name_or_none(cell, kind), str(cell.level), "skipped", reason
+                    )
+                    continue
+                item = self.item(cell, artifact, record, kind)
+                jobs.append(_Job(cell, artifact, item, _input_id(item)))
+
+        todo = []
+        for job in jobs:
+            if self._cached(job):
+                results[job.cell.id, job.item.type] = self._result(job, "cached")
+            else:
+                todo.append(job)
+        if todo:
+            self._build_all(todo)
+            for job in todo:
+                status: Status = "built" if job.staged is not None else "cached"
+                results[job.cell.id, job.item.type] = self._result(job, status)
+        ordered = []
+        for cell in cells:
+            for kind in formats_for(cell, self.settings):
+                ordered.append(results[cell.id, kind])
+        return ordered
+
+    # -- what may be packaged ---------------------------------------------------------
+
+    def _verified(self, cell: Cell) -> tuple[Artifact | None, str, dict[str, Any] | None]:
+        artifact = self.store.for_cell(cell.id)
+        if artifact is None:
+            return None, "not built", None
+        record = verified_record(self.work_dir, artifact.id, artifact.sha256)
+        if record is None:
+            found = load_record(self.work_dir, artifact.id)
+            if found is None:
+                return artifact, "not verified", None
+            if found.get("status") == "verified":
+                return artifact, "verified another module (its sha256 differs)", None
+            why = f": {found['reason']}" if found.get("reason") else ""
+            return artifact, f"verification {found.get('status')}{why}", None
+        return artifact, "", record
+
+    def item(
+        self, cell: Cell, artifact: Artifact, record: dict[str, Any], kind: PackageType
+    ) -> PackageItem:
+        """The package of one verified cell, every input checked (InputError otherwise)."""
+        module = artifact.module
+        if not module.is_file():
+            raise InputError(module, None, "the module build.json names (file missing)")
+        signer = artifact.info.get("signer")
+        if signer and not is_signed(module):
+            raise InputError(
+                module,
+                "signature",
+                f"a module signed by {signer.get('subject')} (signing is configured), "
+                "found no appended signature",
+            )
+        if _sha256(module) != artifact.sha256:
+            raise InputError(module, "sha256", f"{artifact.sha256} as build.json records")
+        build = cell.build
+        if kind == "deb":
+            name, arch, release = deb_name(build), deb_arch(build), ""
+        else:
+            name, arch, release = rpm_name(build), build.arch, RPM_RELEASE
+        version = str(cell.level)
+        info = info_document(
+            package_type=kind,
+            name=name,
+            version=version,
+            cell=cell,
+            artifact=artifact,
+            verification=record,
+        )
+        summary = f"Livepatch for Linux {build.uname_r}, level {cell.level}"
+        about = (
+            f"The cumulative livepatch module {cell.module_name} for the kernel build "
+            f"{build.uname_r} ({build.package_version}), level {cell.level}, verified on "
+            "that kernel. Installing it loads nothing: the livegraft client applies it."
+        )
+        description = [
+            *textwrap.wrap(about, DESCRIPTION_WIDTH),
+            "",
+            "Fixes:",
+            *(f"  {f.id} ({f.severity}): {' '.join(f.title.split())}" for f in cell.fixes),
+        ]
+        if cell.cves:
+            description += ["", *textwrap.wrap("CVEs: " + ", ".join(cell.cves), DESCRIPTION_WIDTH)]
+        return PackageItem(
+            type=kind,
+            name=name,
+            version=version,
+            release=release,
+            arch=arch,
+            build=build,
+            module=module,
+            module_file=str(artifact.info["file"]),
+            sha256=artifact.sha256,
+            info=render_info(info),
+            summary=summary,
+            description=tuple(description),
+            maintainer=self.settings.maintainer,
+            vendor=self.vendor,
+            epoch=self.settings.source_date_epoch,
+        )
+
+    # -- idempotence ------------------------------------------------------------------
+
+    def _target(self, item: PackageItem) -> Path:
+        return self.root / item.type / item.filename
+
+    def _cached(self, job: _Job) -> bool:
+        record = read_record(self.work_dir, job.item.filename)
+        target = self._target(job.item)
+        if record is None or record.get("input") != job.input_id or not target.is_file():
+            return False
+        if record.get("sha256") != _sha256(target):
+            return False
+        job.record = record
+        return True
+
+    # -- building ---------------------------------------------------------------------
+
+    def _build_all(self, todo: list[_Job]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        signer = self._signer_now() if any(j.item.type == "rpm" for j in todo) else None
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
+        try:
+            work_dirs = [staging / str(i) for i in range(len(todo))]
+            for w in work_dirs:
+                w.mkdir()
+            with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
+                built = list(pool.map(self._build_one, todo, work_dirs, [signer] * len(todo)))
+            # Every package is built and checked: only now does anything move into place.
+            for job, out in zip(todo, built, strict=True):
+                self._decide(job, out, signer)
+            for job in todo:
+                if job.staged is not None:
+                    target = self._target(job.item)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.chmod(job.staged, 0o644)
+                    os.rename(job.staged, target)
+            for job in todo:
+                save_record(self.work_dir, job.record)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _build_one(self, job: _Job, work: Path, signer: ArchiveSigner | None) -> Path:
+        if job.item.type == "deb":
+            return deb.build_deb(job.item, work)
+        return rpm.build_rpm(job.item, work, signer)
+
+    def _decide(self, job: _Job, out: Path, signer: ArchiveSigner | None) -> None:
+        """Stage ``out`` for ``job``, or keep the same package already there, or refuse."""
+        item = job.item
+        target = self._target(item)
+        # rpm's HOME (where it may keep a database) is the staging folder, never packages/.
+        home = out.parent
+        identity = self._identity(item, out, home)
+        if target.is_file():
+            existing = self._identity(item, target, home)
+            if existing != identity:
+                raise InputError(
+                    target,
+                    None,
+                    f"{item.name} {item.version} was already produced with other content; "
+                    "a level's package never changes (remove it only if it was never published)",
+                )
+            out = target
+            # The package kept was signed when it was first made, maybe by another key.
+            earlier = read_record(self.work_dir, item.filename)
+            if earlier is not None and earlier.get("sha256") == _sha256(target):
+                signer_fp = earlier.get("signer")
+            else:
+                signer_fp = _fingerprint(item, signer)
+        else:
+            job.staged = out
+            signer_fp = _fingerprint(item, signer)
+        job.record = self._record(job, out, identity, signer_fp)
+
+    def _identity(self, item: PackageItem, path: Path, home: Path) -> str:
+        # A signed RPM differs in its signature's time each signing: its header does not.
+        if item.type == "rpm":
+            return "header:" + rpm.header_sha256(path, home)
+        return "sha256:" + _sha256(path)
+
+    def _record(
+        self, job: _Job, package: Path, identity: str, signer: str | None
+    ) -> dict[str, Any]:
+        item, cell = job.item, job.cell
+        return {
+            "format": RECORD_FORMAT,
+            "type": item.type,
+            "name": item.name,
+            "version": item.version,
+            "release": item.release,
+            "arch": item.arch,
+            "filename": item.filename,
+            "path": f"{item.type}/{item.filename}",
+            "sha256": _sha256(package),
+            "size": package.stat().st_size,
+            "content": identity,
+            "input": job.input_id,
+            "build": cell.build.to_json(),
+            "level": cell.level,
+            "module": cell.module_name,
+            "module_sha256": item.sha256,
+            "artifact": job.artifact.id,
+            # The archive key that signed the package (RPM); a DEB is signed by its index.
+            "signer": signer,
+            "fixes": [
+                {
+                    "id": f.id,
+                    "title": f.title,
+                    "description": f.description,
+                    "severity": f.severity,
+                    "cves": list(f.cves),
+                }
+                for f in cell.fixes
+            ],
+            "cves": list(cell.cves),
+        }
+
+    def _result(self, job: _Job, status: Status) -> PackageResult:
+        return PackageResult(
+            job.cell,
+            job.item.type,
+            job.item.name,
+            job.item.version,
+            status,
+            path=self._target(job.item),
+            sha256=str(job.record["sha256"]),
+            artifact=job.artifact.id,
+        )
+
+
+def _input_id(item: PackageItem) -> str:
+    return content_id(
+        {
+            "stage": "package",
+            "packager": PACKAGER_VERSION,
+            "type": item.type,
+            "name": item.name,
+            "version": item.version,
+            "release": item.release,
+            "arch": item.arch,
+            "module_sha256": item.sha256,
+            "module_file": item.module_file,
+            "info_sha256": hashlib.sha256(item.info).hexdigest(),
+            "summary": item.summary,
+            "description": list(item.description),
+            "maintainer": item.maintainer,
+            "vendor": item.vendor,
+            "epoch": item.epoch,
+        }
+    )
+
+
+def _fingerprint(item: PackageItem, signer: ArchiveSigner | None) -> str | None:
+    return signer.fingerprints[0] if signer is not None and item.type == "rpm" else None
+
+
+def _name_or_none(cell: Cell, kind: PackageType) -> str | None:
+    try:
+        return deb_name(cell.build) if kind == "deb" else rpm_name(cell.build)
+    except InputError:
+        return None
