@@ -1,0 +1,1 @@
+"""Repository metadata: RPM repodata with updateinfo behind a metalink, and apt indexes."""

@@ -1,0 +1,88 @@
+"""Tiny real packages for the repository tests, and clean-up of the agents clients start."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+def build_rpm(top: Path, name: str, version: str, *, release: str = "1") -> Path:
+    """A noarch RPM holding /opt/<name> (its version), with no scriptlet: an installroot
+    has no /bin/sh."""
+    specs = top / "SPECS"
+    specs.mkdir(parents=True, exist_ok=True)
+    spec = specs / f"{name}-{version}.spec"
+    spec.write_text(
+        f"Name: {name}\nVersion: {version}\nRelease: {release}\nSummary: {name} test package\n"
+        "License: MIT\nBuildArch: noarch\n"
+        f"%description\n{name} for the repository tests.\n"
+        f"%install\nmkdir -p %{{buildroot}}/opt\necho {version} > %{{buildroot}}/opt/{name}\n"
+        f"%files\n/opt/{name}\n"
+    )
+    subprocess.run(
+        ["rpmbuild", "-bb", "--define", f"_topdir {top}", str(spec)],
+        check=True,
+        capture_output=True,
+    )
+    return top / "RPMS" / "noarch" / f"{name}-{version}-{release}.noarch.rpm"
+
+
+def build_deb(
+    out: Path,
+    name: str,
+    version: str,
+    *,
+    arch: str = "all",
+    extra: str = "",
+    description: str = "test package\n a package for the repository tests.",
+) -> Path:
+    """A .deb holding /opt/<name> (its version), made with dpkg-deb; no maintainer scripts."""
+    tree = out / f"{name}_{version}.tree"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "opt").mkdir()
+    (tree / "opt" / name).write_text(f"{version}\n")
+    (tree / "DEBIAN" / "control").write_text(
+        f"Package: {name}\nVersion: {version}\nArchitecture: {arch}\n"
+        "Maintainer: livegraft tests <tests@example.invalid>\nInstalled-Size: 1\n"
+        f"Section: kernel\nPriority: optional\n{extra}Description: {description}\n"
+    )
+    # As dpkg-buildpackage names it: no epoch in the file name.
+    deb = out / f"{name}_{version.split(':')[-1]}_{arch}.deb"
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(tree), str(deb)],
+        check=True,
+        capture_output=True,
+    )
+    return deb
+
+
+def kill_agents_under(root: Path) -> None:
+    """Stop every gpg-agent a client started for a keyring below ``root`` (librepo's
+    per-repository ``pubring``, apt's temporary homes live elsewhere and die with gpgv)."""
+    for home in root.rglob("pubring"):
+        if home.is_dir():
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
+
+
+@contextmanager
+def http_server(folder: Path) -> Iterator[str]:
+    """``folder`` over HTTP on loopback, for the duration of the block."""
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
