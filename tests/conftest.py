@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from seaweed import SeaweedFS
 
 REPO = Path(__file__).resolve().parent.parent
 # Real public errata records live beside the checkout and are never copied into it.
@@ -16,3 +18,14 @@ def shared_errata() -> Path:
     if not SHARED_ERRATA.is_dir():
         pytest.skip("../shared/fixtures/errata is not present beside the checkout")
     return SHARED_ERRATA
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One real SeaweedFS S3 server on loopback for the whole session."""
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
