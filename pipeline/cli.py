@@ -7,7 +7,14 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import build_commands, keys_commands, plan_commands, run_command, verify_commands
+from . import (
+    build_commands,
+    keys_commands,
+    package_commands,
+    plan_commands,
+    run_command,
+    verify_commands,
+)
 from .errata import commands as errata_commands
 from .errors import LivegraftError
 from .kernels import commands as kernel_commands
@@ -25,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan_commands.register(sub)
     build_commands.register(sub)
     verify_commands.register(sub)
+    package_commands.register(sub)
     keys_commands.register(sub)
     run_command.register(sub)
     return parser

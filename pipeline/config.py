@@ -6,6 +6,7 @@ thing whatever directory livegraft is started from.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ TOP_LEVEL_KEYS = {
     "discover": "kernel discovery sources ([[discover]] tables)",
     "build": "[build]: how modules are built (see BUILD_KEYS)",
     "signing": "[signing]: the module-signing key (see SIGNING_KEYS)",
+    "packages": "[packages]: which package formats and their fields (see PACKAGES_KEYS)",
 }
 BUILD_KEYS = {
     "cache": "where kernel packages and unpacked header trees are kept (path; <work_dir>/cache)",
@@ -32,7 +34,37 @@ SIGNING_KEYS = {
     "module_key": "the module-signing private key, PEM (path; generated when absent)",
     "module_cert": "its X.509 certificate, PEM or DER (path)",
     "module_key_passphrase_file": "a file holding the key's passphrase (path)",
+    "archive_keys": (
+        "OpenPGP secret keys signing packages and repository metadata, armored"
+        " (list of paths; two during a rotation; generated when absent)"
+    ),
+    "archive_key_passphrase_file": "a file holding the archive keys' passphrase (path)",
 }
+PACKAGES_KEYS = {
+    "formats": (
+        'package formats built for every kernel build (list of "deb", "rpm"; default: '
+        "the build's own family)"
+    ),
+    "maintainer": 'Maintainer (DEB) and Packager (RPM): "Name <email>" (string)',
+    "vendor": "the RPM Vendor (string; the pipeline's name when absent)",
+    "source_date_epoch": (
+        "the time every package carries, in seconds since 1970 (integer; fixed, so that "
+        "two builds of the same input are identical)"
+    ),
+}
+PACKAGE_FORMATS = ("deb", "rpm")
+DEFAULT_MAINTAINER = "livegraft <livegraft@localhost.invalid>"
+# 2024-01-01T00:00:00Z. Not the time of the run, nor the environment's SOURCE_DATE_EPOCH
+# (a CI job sets that per commit): the same level must come out byte for byte the same.
+DEFAULT_SOURCE_DATE_EPOCH = 1704067200
+_MAINTAINER = re.compile(r"[^<>\n]*[^<>\s] <[^<>@\s]+@[^<>@\s]+>")
+# The [signing] keys that hold one path each.
+_SIGNING_PATH_KEYS = (
+    "module_key",
+    "module_cert",
+    "module_key_passphrase_file",
+    "archive_key_passphrase_file",
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +80,18 @@ class SigningSettings:
     module_key: Path | None = None
     module_cert: Path | None = None
     module_key_passphrase_file: Path | None = None
+    # The first key signs packages; every key signs repository metadata.
+    archive_keys: tuple[Path, ...] = ()
+    archive_key_passphrase_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class PackageSettings:
+    # Empty: each kernel build gets its own family's format.
+    formats: tuple[str, ...] = ()
+    maintainer: str = DEFAULT_MAINTAINER
+    vendor: str | None = None
+    source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH
 
 
 @dataclass(frozen=True)
@@ -62,6 +106,7 @@ class Config:
     discover: tuple[Mapping[str, Any], ...]
     build: BuildSettings = field(default_factory=BuildSettings)
     signing: SigningSettings = field(default_factory=SigningSettings)
+    packages: PackageSettings = field(default_factory=PackageSettings)
 
     @property
     def levels_file(self) -> Path:
@@ -123,12 +168,52 @@ def _build_settings(path: Path, base: Path, raw: Mapping[str, Any]) -> BuildSett
 
 def _signing_settings(path: Path, base: Path, raw: Mapping[str, Any]) -> SigningSettings:
     table = _table(path, raw, "signing", SIGNING_KEYS)
+    archive_keys = table.get("archive_keys", [])
+    if (
+        not isinstance(archive_keys, list)
+        or not all(isinstance(p, str) and p for p in archive_keys)
+        or len(set(archive_keys)) != len(archive_keys)
+    ):
+        raise InputError(path, "signing.archive_keys", "expected a list of distinct paths")
+    paths = {key: _path(path, base, table, "signing", key) for key in _SIGNING_PATH_KEYS}
     settings = SigningSettings(
-        **{key: _path(path, base, table, "signing", key) for key in SIGNING_KEYS}
+        module_key=paths["module_key"],
+        module_cert=paths["module_cert"],
+        module_key_passphrase_file=paths["module_key_passphrase_file"],
+        archive_keys=tuple((base / p).resolve() for p in archive_keys),
+        archive_key_passphrase_file=paths["archive_key_passphrase_file"],
     )
     if (settings.module_key is None) != (settings.module_cert is None):
         raise InputError(path, "signing", "expected module_key and module_cert together")
     return settings
+
+
+def _package_settings(path: Path, raw: Mapping[str, Any]) -> PackageSettings:
+    table = _table(path, raw, "packages", PACKAGES_KEYS)
+    formats = table.get("formats", [])
+    if (
+        not isinstance(formats, list)
+        or not all(f in PACKAGE_FORMATS for f in formats)
+        or len(set(formats)) != len(formats)
+    ):
+        raise InputError(
+            path, "packages.formats", f"expected a list of distinct formats from {PACKAGE_FORMATS}"
+        )
+    maintainer = table.get("maintainer", DEFAULT_MAINTAINER)
+    if not isinstance(maintainer, str) or not _MAINTAINER.fullmatch(maintainer):
+        raise InputError(path, "packages.maintainer", 'expected "Name <user@host>" on one line')
+    vendor = table.get("vendor")
+    if vendor is not None and (
+        not isinstance(vendor, str) or not vendor.strip() or not vendor.isprintable()
+    ):
+        raise InputError(path, "packages.vendor", "expected a non-empty string on one line")
+    epoch = table.get("source_date_epoch", DEFAULT_SOURCE_DATE_EPOCH)
+    # From 1980: a zip-era floor that every archive format (ar, cpio, tar) can hold.
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 315532800 <= epoch < 2**32:
+        raise InputError(
+            path, "packages.source_date_epoch", "expected seconds since 1970, from 1980 to 2106"
+        )
+    return PackageSettings(tuple(formats), maintainer, vendor, epoch)
 
 
 def load_config(path: Path) -> Config:
@@ -166,4 +251,5 @@ def load_config(path: Path) -> Config:
         discover=discover,
         build=_build_settings(path, base, raw),
         signing=_signing_settings(path, base, raw),
+        packages=_package_settings(path, raw),
     )
