@@ -11,21 +11,18 @@ Debian kernel this machine can boot.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
-import io
 import json
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_support import Run, livegraft
 from conftest import REPO
 from livegraft.pipeline.build_commands import current_plan, open_store
-from livegraft.pipeline.cli import main
 from livegraft.pipeline.config import SigningSettings, load_config
 from livegraft.pipeline.errors import InputError
 from livegraft.pipeline.package import advisories, load_records
@@ -87,30 +84,6 @@ class Project:
             },
         )
         return Project(root)
-
-
-@dataclass
-class Run:
-    status: int
-    out: str
-    err: str
-    seconds: float
-
-    @property
-    def packages(self) -> list[dict[str, Any]]:
-        value: list[dict[str, Any]] = json.loads(self.out)
-        return value
-
-    def package(self, kind: str) -> dict[str, Any]:
-        return next(p for p in self.packages if p["format"] == kind)
-
-
-def livegraft(*argv: str) -> Run:
-    out, err = io.StringIO(), io.StringIO()
-    started = time.monotonic()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(list(argv))
-    return Run(status, out.getvalue(), err.getvalue(), time.monotonic() - started)
 
 
 def package(project: Project) -> Run:

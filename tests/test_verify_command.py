@@ -11,20 +11,18 @@ Each boot takes about 5 s under TCG; the whole module boots four times.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import re
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from cli_support import Run, livegraft
 from conftest import REPO
-from livegraft.pipeline.cli import main
 from livegraft.pipeline.errors import InputError
 from livegraft.pipeline.kernel_files import fetch_image, prepare
 from livegraft.pipeline.kernels.apt_source import discover_apt
@@ -100,30 +98,6 @@ class Project:
     def copy(self, root: Path) -> Project:
         shutil.copytree(self.root, root)
         return Project(root)
-
-
-@dataclass
-class Run:
-    status: int
-    out: str
-    err: str
-    seconds: float
-
-    @property
-    def cells(self) -> list[dict[str, Any]]:
-        value: list[dict[str, Any]] = json.loads(self.out)
-        return value
-
-    def cell(self, uname_r: str) -> dict[str, Any]:
-        return next(c for c in self.cells if c["uname_r"] == uname_r)
-
-
-def livegraft(*argv: str) -> Run:
-    out, err = io.StringIO(), io.StringIO()
-    started = time.monotonic()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(list(argv))
-    return Run(status, out.getvalue(), err.getvalue(), time.monotonic() - started)
 
 
 def build(project: Project) -> Run:
