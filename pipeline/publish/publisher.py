@@ -1,0 +1,292 @@
+"""Publishing a tree so that no client ever sees a torn repository.
+
+The order, for every publish:
+
+1. take the lock (a conditional create; a stale lock is taken over by compare-and-swap);
+2. content first: every package, by-hash index and hash-named repodata the store does not
+   hold yet, written once (conditional create); an object already there with the same
+   sha256 is skipped, one with other bytes is an error: content never changes;
+3. check every content object the new roots name, size and sha256, in the store itself;
+4. the mutable indexes, then the roots: ``Release``, ``Release.gpg``, ``metalink.xml``,
+   and ``InRelease`` last;
+5. record this generation's manifest, then delete what only generations older than the
+   retention time named: from the manifests, never from a listing of the bucket;
+6. release the lock.
+
+A crash anywhere leaves the previous roots in place, and they name only content that is
+still there; running publish again completes the new generation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ..canonical import canonical_json
+from ..errors import InputError, WorkError
+from .layout import Kind, cache_control, content_type, kind_of, root_rank
+from .storage import Conflict, ObjectInfo, Storage, sha256_hex
+
+log = logging.getLogger("livegraft.publish")
+
+STATE = ".livegraft"
+LOCK = f"{STATE}/lock"
+MANIFESTS = f"{STATE}/manifests.json"
+MANIFEST_FORMAT = 1
+LOCK_TTL = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class LocalObject:
+    key: str
+    path: Path
+    size: int
+    sha256: str
+
+    @property
+    def kind(self) -> Kind:
+        return kind_of(self.key)
+
+
+@dataclass
+class Report:
+    """What a publish did (or, with dry_run, would do)."""
+
+    put: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    bytes_put: int = 0
+    generation: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "put": self.put,
+            "skipped": len(self.skipped),
+            "deleted": self.deleted,
+            "bytes_put": self.bytes_put,
+        }
+
+
+def scan(tree: Path) -> list[LocalObject]:
+    """Every file of the tree as an object, hashed once."""
+    if not tree.is_dir():
+        raise InputError(tree, None, "the tree to publish does not exist (run livegraft index)")
+    objects = []
+    for path in sorted(tree.rglob("*")):
+        if path.is_file() and not any(p.startswith(".") for p in path.relative_to(tree).parts):
+            data = path.read_bytes()
+            objects.append(
+                LocalObject(path.relative_to(tree).as_posix(), path, len(data), sha256_hex(data))
+            )
+    return objects
+
+
+class Publisher:
+    def __init__(
+        self,
+        store: Storage,
+        *,
+        jobs: int = 8,
+        retention: timedelta = timedelta(days=2),
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_put: Callable[[str], None] = lambda key: None,
+    ) -> None:
+        self.store = store
+        self.jobs = jobs
+        self.retention = retention
+        self.now = now
+        self.on_put = on_put
+
+    # -- the lock ---------------------------------------------------------------------
+
+    def _lock_body(self) -> bytes:
+        now = self.now()
+        return canonical_json(
+            {
+                "owner": f"{socket.gethostname()}:{os.getpid()}",
+                "since": now.isoformat(),
+                "expires": (now + LOCK_TTL).isoformat(),
+            }
+        )
+
+    def _put_lock(
+        self, body: bytes, *, create_only: bool = False, if_match: str | None = None
+    ) -> None:
+        self.store.put(
+            LOCK,
+            body,
+            content_type="application/json",
+            cache_control="no-store",
+            create_only=create_only,
+            if_match=if_match,
+        )
+
+    def acquire(self) -> None:
+        body = self._lock_body()
+        try:
+            self._put_lock(body, create_only=True)
+            return
+        except Conflict:
+            pass
+        held = self.store.head(LOCK)
+        raw = self.store.get(LOCK)
+        if held is None or raw is None:
+            # Released between our attempt and our look: try once more, strictly.
+            self._put_lock(body, create_only=True)
+            return
+        try:
+            lock = json.loads(raw)
+            expires = datetime.fromisoformat(lock["expires"])
+        except (ValueError, KeyError, TypeError):
+            expires = datetime.min.replace(tzinfo=UTC)
+            lock = {"owner": "unknown", "since": "unknown"}
+        if expires > self.now():
+            raise WorkError(
+                f"{self.store.describe()}: another publish holds the lock "
+                f"({lock.get('owner')} since {lock.get('since')}); try again when it is done"
+            )
+        # Stale (its publisher died): take it over only if nobody else did meanwhile.
+        self._put_lock(body, if_match=held.etag)
+
+    def release(self) -> None:
+        self.store.delete(LOCK)
+
+    # -- manifests --------------------------------------------------------------------
+
+    def _manifests(self) -> dict[str, Any]:
+        raw = self.store.get(MANIFESTS)
+        if raw is None:
+            return {"format": MANIFEST_FORMAT, "generations": []}
+        try:
+            doc: dict[str, Any] = json.loads(raw)
+        except ValueError:
+            raise WorkError(f"{self.store.describe()}: {MANIFESTS} is not JSON") from None
+        if doc.get("format") != MANIFEST_FORMAT:
+            raise WorkError(f"{self.store.describe()}: {MANIFESTS}: unknown format")
+        return doc
+
+    # -- publishing -------------------------------------------------------------------
+
+    def publish(self, objects: Sequence[LocalObject], *, dry_run: bool = False) -> Report:
+        report = Report(generation=self.now().strftime("%Y%m%dT%H%M%S%fZ"))
+        if dry_run:
+            return self._dry_run(objects, report)
+        self.acquire()
+        try:
+            self._publish(objects, report)
+        finally:
+            self.release()
+        return report
+
+    def _state(self, objects: Sequence[LocalObject]) -> dict[str, ObjectInfo | None]:
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            heads = list(pool.map(lambda o: self.store.head(o.key), objects))
+        return {o.key: h for o, h in zip(objects, heads, strict=True)}
+
+    def _needs(self, obj: LocalObject, head: ObjectInfo | None) -> bool:
+        if head is None:
+            return True
+        same = head.size == obj.size and head.sha256 == obj.sha256
+        if obj.kind is Kind.CONTENT and not same:
+            raise WorkError(
+                f"{self.store.describe()}: {obj.key} exists with other content; "
+                "published content never changes (a new level must have a new name)"
+            )
+        return not same
+
+    def _put(self, obj: LocalObject, report: Report) -> None:
+        data = obj.path.read_bytes()
+        if sha256_hex(data) != obj.sha256:
+            raise WorkError(f"{obj.path}: changed while publishing")
+        try:
+            self.store.put(
+                obj.key,
+                data,
+                content_type=content_type(obj.key),
+                cache_control=cache_control(obj.key),
+                create_only=obj.kind is Kind.CONTENT,
+            )
+        except Conflict:
+            # Another writer created it meanwhile: fine if it is the same bytes.
+            head = self.store.head(obj.key)
+            if head is None or head.sha256 != obj.sha256:
+                raise
+        report.put.append(obj.key)
+        report.bytes_put += obj.size
+        self.on_put(obj.key)
+
+    def _publish(self, objects: Sequence[LocalObject], report: Report) -> None:
+        state = self._state(objects)
+        todo = [o for o in objects if self._needs(o, state[o.key])]
+        report.skipped = [o.key for o in objects if o not in todo]
+        content = [o for o in todo if o.kind is Kind.CONTENT]
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            list(pool.map(lambda o: self._put(o, report), content))
+        # Nothing that names content moves until every piece of it is in the store.
+        self._check([o for o in objects if o.kind is Kind.CONTENT])
+        for obj in sorted((o for o in todo if o.kind is Kind.INDEX), key=lambda o: o.key):
+            self._put(obj, report)
+        for obj in sorted(
+            (o for o in todo if o.kind is Kind.ROOT), key=lambda o: (root_rank(o.key), o.key)
+        ):
+            self._put(obj, report)
+        self._record_and_collect(objects, report)
+
+    def _check(self, content: Sequence[LocalObject]) -> None:
+        state = self._state(content)
+        for obj in content:
+            head = state[obj.key]
+            if head is None or head.size != obj.size or head.sha256 != obj.sha256:
+                raise WorkError(
+                    f"{self.store.describe()}: {obj.key} is not in the store as written "
+                    "(size or sha256 differ); the roots were not moved"
+                )
+
+    def _record_and_collect(self, objects: Sequence[LocalObject], report: Report) -> None:
+        doc = self._manifests()
+        now = self.now()
+        generations: list[dict[str, Any]] = doc["generations"]
+        generations.append({"name": report.generation, "published": now.isoformat(),
+                            "keys": sorted(o.key for o in objects)})  # fmt: skip
+        # A generation stays needed while it is the newest or younger than the retention
+        # time: clients and caches may still hold metadata that names its objects.
+        cutoff = now - self.retention
+        keep = [g for g in generations[:-1] if datetime.fromisoformat(g["published"]) > cutoff]
+        keep.append(generations[-1])
+        needed = {k for g in keep for k in g["keys"]}
+        stale = sorted({k for g in generations for k in g["keys"]} - needed)
+        doc["generations"] = keep
+        self.store.put(MANIFESTS, canonical_json(doc), content_type="application/json",
+                       cache_control="no-store")  # fmt: skip
+        for key in stale:
+            self.store.delete(key)
+            report.deleted.append(key)
+
+    def _dry_run(self, objects: Sequence[LocalObject], report: Report) -> Report:
+        state = self._state(objects)
+        for obj in objects:
+            if self._needs(obj, state[obj.key]):
+                report.put.append(obj.key)
+                report.bytes_put += obj.size
+            else:
+                report.skipped.append(obj.key)
+        doc = self._manifests()
+        cutoff = self.now() - self.retention
+        keys = {o.key for o in objects}
+        young = {
+            k
+            for g in doc["generations"]
+            if datetime.fromisoformat(g["published"]) > cutoff
+            for k in g["keys"]
+        }
+        report.deleted = sorted({k for g in doc["generations"] for k in g["keys"]} - keys - young)
+        return report

@@ -1,0 +1,92 @@
+"""``livegraft publish``: the indexed tree to a folder or an S3 bucket, transactionally."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from .config import load_config
+from .console import console
+from .errors import InputError
+from .publish.folder_store import FolderStore
+from .publish.publisher import Publisher, scan
+from .publish.s3_store import S3Location, S3Options, S3Store
+from .publish.storage import Storage
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "publish",
+        help="upload the indexed tree: content first, roots last, old generations collected",
+    )
+    p.add_argument("--config", type=Path, required=True, help="the pipeline's TOML config")
+    p.add_argument(
+        "--to", metavar="DEST", help="a folder or s3://bucket/prefix (default <work_dir>/public)"
+    )
+    p.add_argument(
+        "--from", dest="tree", type=Path, metavar="DIR",
+        help="the tree to publish (default <work_dir>/repo, as index writes it)",
+    )  # fmt: skip
+    p.add_argument("--endpoint", metavar="URL", help="an S3-compatible endpoint")
+    p.add_argument("--region", help="the S3 region")
+    p.add_argument(
+        "--addressing", choices=("auto", "path", "virtual"), default="auto",
+        help="S3 bucket addressing (path for most S3-compatible stores)",
+    )  # fmt: skip
+    p.add_argument("--jobs", type=int, default=8, metavar="N", help="uploads at a time")
+    p.add_argument(
+        "--retention-hours", type=float, default=48, metavar="H",
+        help="keep objects older generations named for this long (default 48)",
+    )  # fmt: skip
+    p.add_argument("--dry-run", action="store_true", help="say what would be put and deleted")
+    p.add_argument("--json", action="store_true", help="print what was done as JSON")
+    p.set_defaults(func=cmd_publish)
+
+
+def open_destination(dest: str, args: argparse.Namespace) -> Storage:
+    if dest.startswith("s3://"):
+        store = S3Store(
+            S3Location.parse(dest),
+            S3Options(endpoint_url=args.endpoint, region=args.region, addressing=args.addressing),
+        )
+        store.check_bucket()
+        return store
+    if "://" in dest:
+        raise InputError(None, "--to", f"a folder or s3://bucket/prefix, not {dest!r}")
+    return FolderStore(Path(dest))
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        raise InputError(None, "--jobs", "an integer >= 1")
+    if args.retention_hours < 0:
+        raise InputError(None, "--retention-hours", "a number of hours >= 0")
+    config = load_config(args.config)
+    tree = args.tree or config.work_dir / "repo"
+    dest = args.to or str(config.work_dir / "public")
+    objects = scan(tree)
+    store = open_destination(dest, args)
+    publisher = Publisher(store, jobs=args.jobs, retention=timedelta(hours=args.retention_hours))
+    report = publisher.publish(objects, dry_run=args.dry_run)
+    if args.json:
+        json.dump({**report.to_json(), "dry_run": args.dry_run}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    verb = "would put" if args.dry_run else "put"
+    out = console()
+    if args.dry_run:
+        for key in report.put:
+            out.print(f"put {key}", highlight=False)
+        for key in report.deleted:
+            out.print(f"delete {key}", highlight=False)
+    out.print(
+        f"{store.describe()}: {verb} {len(report.put)} objects ({report.bytes_put} bytes), "
+        f"{len(report.skipped)} already there, "
+        f"{'would delete' if args.dry_run else 'deleted'} {len(report.deleted)}",
+        highlight=False,
+    )
+    return 0
