@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import WorkError
 
@@ -37,6 +38,37 @@ class CommandTimeout(WorkError):
     """The command ran past its time limit and was killed."""
 
 
+def _exec(
+    args: tuple[str, ...],
+    *,
+    cwd: Path | None,
+    env: Mapping[str, str] | None,
+    input: str | bytes | None,
+    timeout: float | None,
+    text: bool,
+) -> subprocess.CompletedProcess[Any]:
+    log.debug("run: %s", shlex.join(args))
+    full_env = None
+    if env is not None:
+        full_env = dict(os.environ)
+        full_env.update(env)
+    try:
+        return subprocess.run(
+            args,
+            cwd=cwd,
+            env=full_env,
+            input=input,
+            capture_output=True,
+            text=text,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise WorkError(f"{args[0]}: not installed ({exc.strerror})") from None
+    except subprocess.TimeoutExpired:
+        raise CommandTimeout(f"{shlex.join(args[:3])}: timed out after {timeout} s") from None
+
+
 def run(
     argv: Sequence[str | os.PathLike[str]],
     *,
@@ -52,27 +84,21 @@ def run(
     tools we call need PATH and locale; values are never logged, only the command.
     """
     args = tuple(os.fspath(a) for a in argv)
-    log.debug("run: %s", shlex.join(args))
-    full_env = None
-    if env is not None:
-        full_env = dict(os.environ)
-        full_env.update(env)
-    try:
-        cp = subprocess.run(
-            args,
-            cwd=cwd,
-            env=full_env,
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except FileNotFoundError as exc:
-        raise WorkError(f"{args[0]}: not installed ({exc.strerror})") from None
-    except subprocess.TimeoutExpired:
-        raise CommandTimeout(f"{shlex.join(args[:3])}: timed out after {timeout} s") from None
+    cp = _exec(args, cwd=cwd, env=env, input=input, timeout=timeout, text=True)
     result = Completed(args, cp.returncode, cp.stdout, cp.stderr)
     if check and cp.returncode != 0:
         raise CommandError(result)
     return result
+
+
+def run_bytes(
+    argv: Sequence[str | os.PathLike[str]], *, input: bytes, timeout: float | None = None
+) -> bytes:
+    """Like run(), for filters whose input and output are binary (compressors)."""
+    args = tuple(os.fspath(a) for a in argv)
+    cp = _exec(args, cwd=None, env=None, input=input, timeout=timeout, text=False)
+    if cp.returncode != 0:
+        stderr = cp.stderr.decode("utf-8", "replace")
+        raise CommandError(Completed(args, cp.returncode, "", stderr))
+    out: bytes = cp.stdout
+    return out
