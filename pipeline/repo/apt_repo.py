@@ -29,10 +29,12 @@ import hashlib
 import json
 import logging
 import lzma
+import multiprocessing
 import os
 import re
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -41,8 +43,9 @@ from typing import Any
 
 from debian import deb822, debfile
 
-from ..errors import InputError
+from ..errors import InputError, WorkError
 from ..files import write_atomic
+from ..proc import run_bytes
 from .advisory import POOL_FILE_NAME, Advisory, for_pool, iso
 from .signer import MetadataSigner
 
@@ -177,12 +180,64 @@ def pool_dir(name: str, component: str = "main") -> PurePosixPath:
 
 def read_control(path: Path) -> tuple[tuple[str, str], ...]:
     try:
-        control = debfile.DebFile(str(path)).debcontrol()
-    except (debfile.DebError, OSError, EOFError, ValueError) as exc:
+        raw = _control_member(path)
+        if raw is not None:
+            control: Mapping[str, Any] = deb822.Deb822(raw.decode("utf-8"))
+        else:
+            control = debfile.DebFile(str(path)).debcontrol()
+    except (debfile.DebError, OSError, EOFError, ValueError, lzma.LZMAError) as exc:
         raise InputError(path, None, f"not a readable .deb ({exc})") from None
     fields = tuple((k, str(v)) for k, v in control.items())
     _check_control(path, dict(fields))
     return fields
+
+
+def _control_member(path: Path) -> bytes | None:
+    """The ``control`` file of a .deb read straight from its ar and tar members.
+
+    python-debian's DebFile opens every member through tarfile, which dominates indexing
+    a large pool; this reads only what a Packages stanza needs. None for anything
+    unusual (zstd, long tar names, no control): the caller then asks python-debian.
+    """
+    with path.open("rb") as f:
+        if f.read(8) != b"!<arch>\n":
+            raise ValueError("not an ar archive")
+        while header := f.read(60):
+            if len(header) < 60 or header[58:60] != b"`\n":
+                raise ValueError("truncated ar member header")
+            name = header[:16].rstrip(b" ").rstrip(b"/")
+            size = int(header[48:58])
+            if not name.startswith(b"control.tar"):
+                f.seek(size + size % 2, os.SEEK_CUR)
+                continue
+            data = f.read(size)
+            if name == b"control.tar.gz":
+                tar = gzip.decompress(data)
+            elif name == b"control.tar.xz":
+                tar = lzma.decompress(data)
+            elif name == b"control.tar":
+                tar = data
+            else:
+                return None
+            return _tar_member(tar, (b"./control", b"control"))
+    return None
+
+
+def _tar_member(tar: bytes, names: tuple[bytes, ...]) -> bytes | None:
+    pos = 0
+    while pos + 512 <= len(tar):
+        header = tar[pos : pos + 512]
+        if header == bytes(512):
+            return None
+        name = header[:100].split(b"\0", 1)[0]
+        size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+        kind = header[156:157]
+        if name in names and kind in (b"0", b"\0"):
+            return tar[pos + 512 : pos + 512 + size]
+        if kind in (b"L", b"K", b"x", b"g"):
+            return None  # long names or pax headers: leave them to tarfile
+        pos += 512 + (size + 511) // 512 * 512
+    return None
 
 
 def _check_control(path: Path, fields: Mapping[str, str]) -> None:
@@ -245,12 +300,13 @@ def read_entries(
     if files is None:
         files = sorted((root / POOL).rglob("*.deb"))
     cached = _load_cache(cache)
-    entries: list[DebEntry] = []
-    fresh = 0
+    entries: list[DebEntry | None] = []
+    misses: list[tuple[int, Path, str, int, int]] = []
+    resolved_root = root.resolve()
     for path in files:
         full = path if path.is_absolute() else root / path
         try:
-            rel = full.resolve().relative_to(root.resolve()).as_posix()
+            rel = full.resolve().relative_to(resolved_root).as_posix()
         except ValueError:
             raise InputError(path, None, f"a file in the pool under {root}") from None
         if not rel.startswith(f"{POOL}/"):
@@ -263,11 +319,14 @@ def read_entries(
         if hit is not None and hit.size == st.st_size and hit.mtime_ns == st.st_mtime_ns:
             entries.append(hit)
             continue
-        entries.append(_read_entry(full, rel, st.st_size, st.st_mtime_ns))
-        fresh += 1
+        misses.append((len(entries), full, rel, st.st_size, st.st_mtime_ns))
+        entries.append(None)
+    fresh = len(misses)
+    for i, read in _read_entries(misses):
+        entries[i] = read
     seen: dict[tuple[str, str, str], DebEntry] = {}
     unique: list[DebEntry] = []
-    for entry in entries:
+    for entry in (e for e in entries if e is not None):
         key = (entry.name, entry.version, entry.arch)
         other = seen.setdefault(key, entry)
         if other is entry:
@@ -278,11 +337,45 @@ def read_entries(
             )
     if cache is not None and fresh:
         # The cache may serve several suites sharing one pool: keep what still exists.
-        merged = {**{e.path: e for e in cached.values()}, **{e.path: e for e in entries}}
+        merged = {**{e.path: e for e in cached.values()}, **{e.path: e for e in unique}}
         kept = [e for e in merged.values() if (root / e.path).is_file()]
         write_atomic(cache, json.dumps([_entry_json(e) for e in kept]))
     log.debug("apt pool %s: %d packages, %d read", root, len(unique), fresh)
     return unique
+
+
+# Below this many packages to read, a process pool costs more than it saves.
+_PARALLEL_FROM = 64
+
+
+def _read_entries(
+    misses: Sequence[tuple[int, Path, str, int, int]],
+) -> Iterable[tuple[int, DebEntry]]:
+    """Read (control + four hashes) each missed file; in one process per core when many."""
+    jobs = min(os.cpu_count() or 1, 8)
+    if len(misses) < _PARALLEL_FROM or jobs < 2:
+        for i, full, rel, size, mtime_ns in misses:
+            yield i, _read_entry(full, rel, size, mtime_ns)
+        return
+    chunk = max(16, len(misses) // (jobs * 8))
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        for result in pool.map(_read_entry_or_error, misses, chunksize=chunk):
+            if isinstance(result[1], DebEntry):
+                yield result[0], result[1]
+            else:
+                # InputError does not survive pickling with its fields: rebuilt here.
+                path, fld, expected = result[1]
+                raise InputError(path, fld, expected)
+
+
+def _read_entry_or_error(
+    job: tuple[int, Path, str, int, int],
+) -> tuple[int, DebEntry | tuple[str | None, str | None, str]]:
+    i, full, rel, size, mtime_ns = job
+    try:
+        return i, _read_entry(full, rel, size, mtime_ns)
+    except InputError as exc:
+        return i, (exc.path, exc.field, exc.expected)
 
 
 def _read_entry(full: Path, rel: str, size: int, mtime_ns: int) -> DebEntry:
@@ -336,9 +429,15 @@ def _load_cache(cache: Path | None) -> dict[str, DebEntry]:
 
 def packages_text(entries: Sequence[DebEntry]) -> bytes:
     """A Packages file: stanzas sorted by name, version and path, blank-line separated."""
+    return b"".join(_packages_chunks(entries))
+
+
+def _packages_chunks(entries: Sequence[DebEntry], per_chunk: int = 256) -> Iterable[bytes]:
     ordered = sorted(entries, key=lambda e: (e.name, e.version, e.arch, e.path))
-    # Each stanza followed by a blank line, as apt-ftparchive writes them.
-    return "".join(e.stanza().dump() + "\n" for e in ordered).encode("utf-8")
+    for start in range(0, len(ordered), per_chunk):
+        # Each stanza followed by a blank line, as apt-ftparchive writes them.
+        chunk = ordered[start : start + per_chunk]
+        yield "".join(e.stanza().dump() + "\n" for e in chunk).encode("utf-8")
 
 
 def advisories_text(advisories: Sequence[Advisory], entries: Sequence[DebEntry]) -> bytes:
@@ -369,8 +468,24 @@ def _variants(data: bytes) -> dict[str, bytes]:
     return {
         "": data,
         ".gz": gzip.compress(data, compresslevel=9, mtime=0),
-        ".xz": lzma.compress(data, format=lzma.FORMAT_XZ, preset=6),
+        ".xz": _xz(data),
     }
+
+
+# From this size xz runs as a program, in blocks on every core: liblzma through Python
+# compresses on one core only, and on a pool of thousands that was most of the time.
+_XZ_THREADED_FROM = 1 << 20
+
+
+def _xz(data: bytes) -> bytes:
+    """xz -6; multi-block (1 MiB blocks, one stream: any xz reader) when large."""
+    xz = shutil.which("xz")
+    if len(data) >= _XZ_THREADED_FROM and xz is not None:
+        try:
+            return run_bytes([xz, "-6", "--block-size=1MiB", "-T0", "-c", "-q"], input=data)
+        except WorkError as exc:
+            log.warning("%s; compressing on one core instead", exc)
+    return lzma.compress(data, format=lzma.FORMAT_XZ, preset=6)
 
 
 def index_apt_repo(

@@ -27,10 +27,12 @@ import fcntl
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import re
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -147,17 +149,23 @@ def _same_bytes(a: Path, b: Path) -> bool:
 def read_pool(pool: Path, cache: Path | None = None) -> list[RpmPackage]:
     """Every package in the pool, sorted by file name; refuses bad names and NEVRA clashes."""
     cached = _load_cache(cache)
-    packages: list[RpmPackage] = []
-    fresh = 0
-    for path in sorted(pool.glob("*.rpm")) if pool.is_dir() else []:
+    found: list[RpmPackage | None] = []
+    misses: list[tuple[int, Path, int, int]] = []
+    names = sorted(n for n in os.listdir(pool) if n.endswith(".rpm")) if pool.is_dir() else []
+    for name in names:
+        path = pool / name
         check_pool_name(path)
         st = path.stat()
         hit = cached.get(path.name)
         if hit is not None and hit.size == st.st_size and hit.mtime_ns == st.st_mtime_ns:
-            packages.append(hit)
+            found.append(hit)
             continue
-        packages.append(_read_package(path, st.st_size, st.st_mtime_ns))
-        fresh += 1
+        misses.append((len(found), path, st.st_size, st.st_mtime_ns))
+        found.append(None)
+    fresh = len(misses)
+    for i, read in _read_packages(misses):
+        found[i] = read
+    packages = [p for p in found if p is not None]
     by_nevra: dict[str, RpmPackage] = {}
     for pkg in packages:
         other = by_nevra.setdefault(pkg.nevra, pkg)
@@ -180,6 +188,40 @@ def _load_cache(cache: Path | None) -> dict[str, RpmPackage]:
         # A cache is only a cache: a damaged one is rebuilt from the pool.
         log.warning("ignoring unreadable package cache %s", cache)
         return {}
+
+
+# Below this many packages to read, a process pool costs more than it saves.
+_PARALLEL_FROM = 64
+
+
+def _read_packages(
+    misses: Sequence[tuple[int, Path, int, int]],
+) -> Iterator[tuple[int, RpmPackage]]:
+    """Read each missed file's header; in one process per core when many (createrepo_c
+    itself reads with a pool of workers)."""
+    jobs = min(os.cpu_count() or 1, 8)
+    if len(misses) < _PARALLEL_FROM or jobs < 2:
+        for i, path, size, mtime_ns in misses:
+            yield i, _read_package(path, size, mtime_ns)
+        return
+    chunk = max(16, len(misses) // (jobs * 8))
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as workers:
+        for i, result in workers.map(_read_package_or_error, misses, chunksize=chunk):
+            if isinstance(result, RpmPackage):
+                yield i, result
+            else:
+                # InputError does not survive pickling with its fields: rebuilt here.
+                raise InputError(*result)
+
+
+def _read_package_or_error(
+    job: tuple[int, Path, int, int],
+) -> tuple[int, RpmPackage | tuple[str | None, str | None, str]]:
+    i, path, size, mtime_ns = job
+    try:
+        return i, _read_package(path, size, mtime_ns)
+    except InputError as exc:
+        return i, (exc.path, exc.field, exc.expected)
 
 
 def _read_package(path: Path, size: int, mtime_ns: int) -> RpmPackage:
