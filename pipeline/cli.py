@@ -9,9 +9,11 @@ from collections.abc import Sequence
 
 from . import (
     build_commands,
+    index_commands,
     keys_commands,
     package_commands,
     plan_commands,
+    publish_commands,
     run_command,
     verify_commands,
 )
@@ -33,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     build_commands.register(sub)
     verify_commands.register(sub)
     package_commands.register(sub)
+    index_commands.register(sub)
+    publish_commands.register(sub)
     keys_commands.register(sub)
     run_command.register(sub)
     return parser

@@ -25,6 +25,7 @@ TOP_LEVEL_KEYS = {
     "build": "[build]: how modules are built (see BUILD_KEYS)",
     "signing": "[signing]: the module-signing key (see SIGNING_KEYS)",
     "packages": "[packages]: which package formats and their fields (see PACKAGES_KEYS)",
+    "publish": "[publish]: where the published tree is served (see PUBLISH_KEYS)",
 }
 BUILD_KEYS = {
     "cache": "where kernel packages and unpacked header trees are kept (path; <work_dir>/cache)",
@@ -50,6 +51,12 @@ PACKAGES_KEYS = {
     "source_date_epoch": (
         "the time every package carries, in seconds since 1970 (integer; fixed, so that "
         "two builds of the same input are identical)"
+    ),
+}
+PUBLISH_KEYS = {
+    "base_url": (
+        "the URL the published tree is served at, written into clients/ and the metalinks "
+        "(http://, https:// or file:///; default file://<work_dir>/repo)"
     ),
 }
 PACKAGE_FORMATS = ("deb", "rpm")
@@ -95,6 +102,12 @@ class PackageSettings:
 
 
 @dataclass(frozen=True)
+class PublishSettings:
+    # Checked as a URL where it is used (repo.tree.check_base_url); None: the tree's file URL.
+    base_url: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     name: str
@@ -107,6 +120,7 @@ class Config:
     build: BuildSettings = field(default_factory=BuildSettings)
     signing: SigningSettings = field(default_factory=SigningSettings)
     packages: PackageSettings = field(default_factory=PackageSettings)
+    publish: PublishSettings = field(default_factory=PublishSettings)
 
     @property
     def levels_file(self) -> Path:
@@ -216,6 +230,22 @@ def _package_settings(path: Path, raw: Mapping[str, Any]) -> PackageSettings:
     return PackageSettings(tuple(formats), maintainer, vendor, epoch)
 
 
+def _publish_settings(path: Path, raw: Mapping[str, Any]) -> PublishSettings:
+    table = _table(path, raw, "publish", PUBLISH_KEYS)
+    base_url = table.get("base_url")
+    if base_url is None:
+        return PublishSettings()
+    if not isinstance(base_url, str) or not base_url:
+        raise InputError(path, "publish.base_url", "expected a URL (non-empty string)")
+    # Imported here: the repo package imports this module.
+    from .repo.tree import check_base_url
+
+    try:
+        return PublishSettings(check_base_url(base_url))
+    except InputError as exc:
+        raise InputError(path, "publish.base_url", exc.expected) from None
+
+
 def load_config(path: Path) -> Config:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -252,4 +282,5 @@ def load_config(path: Path) -> Config:
         build=_build_settings(path, base, raw),
         signing=_signing_settings(path, base, raw),
         packages=_package_settings(path, raw),
+        publish=_publish_settings(path, raw),
     )

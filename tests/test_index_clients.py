@@ -1,0 +1,290 @@
+"""``livegraft index`` for real: the example's fixes for two Debian kernel builds, built,
+verified in QEMU and packaged (DEB and RPM), then indexed with ``--base-url`` pointing at
+a loopback HTTP server that serves the published tree.
+
+Real clients configured from the tree alone: apt in an isolated root with
+``clients/livegraft.sources`` (its Signed-By pointed at ``keys/livegraft-archive.gpg``
+as fetched from the server, the one step the file's comment asks for), and dnf in an
+installroot with ``clients/livegraft.repo`` as its only repository. Both install the
+package for one build and see the advisories; then a new level (a sample fix's source
+edited, plan/build/verify/package/index again) and both upgrade to it.
+
+Uses the verify tests' warm cache under /tmp (header trees and kernel images), so a warm
+run downloads nothing. Four QEMU boots (two builds, two levels).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO
+from livegraft.pipeline.cli import main
+from livegraft.pipeline.kernels.apt_source import discover_apt
+from livegraft.pipeline.kernels.filters import Filters
+from livegraft.pipeline.verify import qemu
+from livegraft.pipeline.verify.initramfs import BUSYBOX
+from livegraft.pipeline.versions import debian
+from livegraft.signing.module_key import CERT_FILE, KEY_FILE, generate_module_key
+from repo_support import http_server, kill_agents_under
+
+CACHE = Path(tempfile.gettempdir()) / "livegraft-test-verify-cache"
+MAIN = "6.1.0-56-amd64"
+NEWER = "6.12.*+deb12-amd64"
+DEB_NAME = f"livepatch-{MAIN}"
+RPM_NAME = "kpatch-patch-6_1_0-56-amd64"
+ADVISORY = "LGSA-SAMPLE-0001"
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which(qemu.QEMU) is None, reason="qemu-system-x86 not installed"),
+    pytest.mark.skipif(not BUSYBOX.is_file(), reason="busybox-static not installed"),
+    pytest.mark.skipif(shutil.which("dnf") is None, reason="dnf is not installed"),
+]
+
+
+def livegraft(*argv: str) -> tuple[int, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(list(argv))
+    return status, out.getvalue() + err.getvalue()
+
+
+def stage(config: Path, *argv: str) -> str:
+    status, output = livegraft(*argv, "--config", str(config))
+    assert status == 0, f"livegraft {argv}: {output}"
+    return output
+
+
+def newest_612() -> str:
+    found = discover_apt(Filters(uname_r=(NEWER,), flavour=("amd64",)))
+    if not found:
+        pytest.skip(f"the machine's apt sources offer no {NEWER}")
+    newest = found[0]
+    for b in found[1:]:
+        if (
+            debian.compare(b.upstream_version, newest.upstream_version)
+            or debian.compare(b.package_version, newest.package_version)
+        ) > 0:
+            newest = b
+    return newest.uname_r
+
+
+@dataclass
+class Published:
+    root: Path
+    config: Path
+    url: str
+
+    def pipeline(self) -> dict[str, Any]:
+        """build, verify, package and index (build plans), as `livegraft run` composes them."""
+        stage(self.config, "build", "--json")
+        stage(self.config, "verify", "--json", "--timeout", "120")
+        stage(self.config, "package", "--json")
+        out = stage(self.config, "index", "--json", "--base-url", self.url)
+        value: dict[str, Any] = json.loads(out)
+        return value
+
+    def fetch(self, rel: str, dest: Path) -> Path:
+        with urllib.request.urlopen(f"{self.url}/{rel}", timeout=30) as response:
+            dest.write_bytes(response.read())
+        return dest
+
+
+@pytest.fixture(scope="module")
+def published(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Published, dict[str, Any]]]:
+    newer = newest_612()
+    root = tmp_path_factory.mktemp("index") / "project"
+    root.mkdir()
+    shutil.copytree(REPO / "examples" / "fixes", root / "fixes")
+    shutil.copytree(REPO / "examples" / "errata", root / "errata")
+    keys = root / "module-key"
+    generate_module_key(keys, "tests")
+    config = root / "livegraft.toml"
+    config.write_text(
+        'name = "test"\nwork_dir = "work"\nerrata = ["errata"]\nfixes = "fixes"\n'
+        f'[build]\ncache = "{CACHE}"\n'
+        f'[signing]\nmodule_key = "{keys / KEY_FILE}"\nmodule_cert = "{keys / CERT_FILE}"\n'
+        '[packages]\nformats = ["deb", "rpm"]\n'
+        f'[[discover]]\nfrom = "apt"\nuname_r = {json.dumps([MAIN, newer])}\n',
+        encoding="utf-8",
+    )
+    tree = root / "work" / "repo"
+    tree.mkdir(parents=True)
+    with http_server(tree) as url:
+        pub = Published(tree, config, url)
+        yield pub, pub.pipeline()
+    kill_agents_under(root)
+
+
+class Apt:
+    """An isolated apt root whose one source is the tree's clients/livegraft.sources."""
+
+    def __init__(self, tmp: Path, pub: Published) -> None:
+        self.root = root = tmp / "aptroot"
+        for folder in (
+            "etc/apt/apt.conf.d", "etc/apt/preferences.d", "etc/apt/sources.list.d",
+            "var/lib/apt/lists/partial", "var/cache/apt/archives/partial", "var/lib/dpkg/info",
+            "var/lib/dpkg/updates", "var/log/apt",
+        ):  # fmt: skip
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / "var/lib/dpkg/status").touch()
+        keyring = pub.fetch("keys/livegraft-archive.gpg", tmp / "livegraft-archive.gpg")
+        sources = pub.fetch("clients/livegraft.sources", tmp / "livegraft.sources").read_text()
+        assert "Signed-By: /usr/share/keyrings/livegraft-archive.gpg\n" in sources
+        # The keyring's install step, into this client's own folder instead of the host's.
+        (root / "etc/apt/sources.list.d/livegraft.sources").write_text(
+            sources.replace("/usr/share/keyrings/livegraft-archive.gpg", str(keyring))
+        )
+        self.config = root / "apt.conf"
+        self.config.write_text(
+            f'Dir "{root}/";\nDir::State::status "{root}/var/lib/dpkg/status";\n'
+            'Dir::Bin::Methods "/usr/lib/apt/methods";\n'
+            'APT::Architecture "amd64";\nAPT::Architectures { "amd64"; };\n'
+            'APT::Sandbox::User "root";\nAcquire::Languages "none";\n'
+            f'DPkg::Options {{ "--root={root}"; "--force-script-chrootless";'
+            f' "--log={root}/var/log/dpkg.log"; }};\n'
+            "Acquire::IndexTargets::deb::Livegraft-Advisories {\n"
+            '  MetaKey "$(COMPONENT)/advisories/Advisories";\n'
+            '  ShortDescription "Advisories";\n'
+            '  Description "$(RELEASE)/$(COMPONENT) livegraft advisories";\n'
+            "};\n"
+        )
+
+    def __call__(self, *args: str) -> str:
+        cp = subprocess.run(
+            ["apt-get", "-y", *args],
+            env={
+                "APT_CONFIG": str(self.config), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                "LANG": "C", "DEBIAN_FRONTEND": "noninteractive",
+            },
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        output = cp.stdout + cp.stderr
+        assert cp.returncode == 0 and "\nE: " not in "\n" + output, output
+        return output
+
+    def forget_lists(self) -> None:
+        # If-Modified-Since has one-second resolution: a quick republish looks unchanged.
+        for path in (self.root / "var/lib/apt/lists").iterdir():
+            if path.is_file() and path.name != "lock":
+                path.unlink()
+
+    def version(self, name: str) -> str | None:
+        status = (self.root / "var/lib/dpkg/status").read_text()
+        for stanza in status.split("\n\n"):
+            if f"Package: {name}\n" in stanza + "\n" and "Status: install ok installed" in stanza:
+                return stanza.split("Version: ", 1)[1].split("\n", 1)[0]
+        return None
+
+    def advisories(self) -> str:
+        found = list((self.root / "var/lib/apt/lists").glob("*_advisories_Advisories"))
+        return found[0].read_text() if found else ""
+
+
+class Dnf:
+    """An installroot whose only repository file is the tree's clients/livegraft.repo."""
+
+    def __init__(self, tmp: Path, pub: Published) -> None:
+        self.root, self.home, self.repos = tmp / "installroot", tmp / "home", tmp / "repos.d"
+        for d in (self.root, self.home, self.repos):
+            d.mkdir(parents=True)
+        (self.home / ".rpmmacros").write_text("%_dbpath /var/lib/rpm\n")
+        pub.fetch("clients/livegraft.repo", self.repos / "livegraft.repo")
+
+    def __call__(self, *args: str) -> str:
+        argv = ["dnf", "--installroot", str(self.root), "--releasever", "12", "--refresh", "-y",
+                f"--setopt=reposdir={self.repos}", *args]  # fmt: skip
+        try:
+            cp = subprocess.run(
+                argv,
+                env={"HOME": str(self.home), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"},
+                capture_output=True, text=True, timeout=180, check=False,
+            )  # fmt: skip
+        finally:
+            kill_agents_under(self.root)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        return cp.stdout
+
+    def version(self, name: str) -> str | None:
+        cp = subprocess.run(
+            ["rpm", "--root", str(self.root), "-q", "--qf", "%{VERSION}", name],
+            env={"HOME": str(self.home), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        return cp.stdout if cp.returncode == 0 else None
+
+
+def test_tree_layout_and_clients(published: tuple[Published, dict[str, Any]]) -> None:
+    pub, result = published
+    assert result["changed"] is True and result["base_url"] == pub.url
+    assert [(s["suite"], s["packages"]) for s in result["deb"]] == [("bookworm", 2)]
+    assert [(r["dist"], r["arch"], r["packages"]) for r in result["rpm"]] == [
+        ("bookworm", "x86_64", 2)
+    ]
+    for rel in (
+        "keys/livegraft-archive.asc", "keys/livegraft-archive.gpg",
+        "keys/livegraft-module-signing.crt", "keys/livegraft-module-signing.der",
+        "deb/dists/bookworm/InRelease", "rpm/bookworm/x86_64/metalink.xml",
+        "clients/livegraft.sources", "clients/livegraft.repo",
+    ):  # fmt: skip
+        assert (pub.root / rel).is_file(), rel
+    assert (
+        f"{pub.url}/rpm/bookworm/x86_64/gen-1/repodata/repomd.xml"
+        in (pub.root / "rpm/bookworm/x86_64/metalink.xml").read_text()
+    )
+    # Nothing new: nothing written.
+    status, out = livegraft("index", "--config", str(pub.config), "--json", "--base-url", pub.url)
+    assert status == 0 and json.loads(out)["changed"] is False, out
+
+
+def test_real_clients_install_see_advisories_and_upgrade_to_a_new_level(
+    published: tuple[Published, dict[str, Any]], tmp_path: Path
+) -> None:
+    pub, _ = published
+    apt = Apt(tmp_path / "apt", pub)
+    apt("update")
+    apt("install", DEB_NAME)
+    assert apt.version(DEB_NAME) == "1"
+    advisories = apt.advisories()
+    assert f"Package: {DEB_NAME}\nVersion: 1\n" in advisories and ADVISORY in advisories
+
+    dnf = Dnf(tmp_path / "dnf", pub)
+    dnf("install", RPM_NAME)
+    assert dnf.version(RPM_NAME) == "1"
+    # Installed already: listed with --all.
+    listed = dnf("updateinfo", "list", "--security", "--all")
+    assert ADVISORY in listed and f"{RPM_NAME}-1-1.x86_64" in listed, listed
+
+    # A new level: the sample's source changes, every stage runs again.
+    source = pub.config.parent / "fixes" / ADVISORY / "livepatch.c"
+    source.write_text(source.read_text() + "\n/* level 2 of the sample */\n")
+    result = pub.pipeline()
+    assert result["changed"] is True
+    assert [r["generation"] for r in result["rpm"]] == [2]
+
+    apt.forget_lists()
+    apt("update")
+    apt("upgrade")
+    assert apt.version(DEB_NAME) == "2"
+    assert f"Package: {DEB_NAME}\nVersion: 2\n" in apt.advisories()
+    listed = dnf("updateinfo", "list", "--security")
+    assert ADVISORY in listed and f"{RPM_NAME}-2-1.x86_64" in listed, listed
+    info = dnf("updateinfo", "info", ADVISORY)
+    assert "Severity: Low" in info and "LIVEGRAFT-SAMPLE-0001" in info, info
+    dnf("upgrade")
+    assert dnf.version(RPM_NAME) == "2"
+    # Level 1 stays in the pools for clients holding the previous metadata.
+    assert (pub.root / f"deb/pool/main/l/{DEB_NAME}/{DEB_NAME}_1_amd64.deb").is_file()
+    assert (pub.root / f"rpm/bookworm/x86_64/pool/{RPM_NAME}-1-1.x86_64.rpm").is_file()
