@@ -7,7 +7,15 @@ import threading
 from typing import Any, Protocol
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 
 from .plan import Cell
 
@@ -67,3 +75,49 @@ class Reporter:
                     self._progress.console.print(f"[red]{line}[/red]", highlight=False)
             else:
                 print(f"livegraft: [{self.count}/{self.total}] {line}", file=sys.stderr)
+
+
+class TransferReporter:
+    """A live bar of objects and bytes sent, on a terminal only: in a log, the summary
+    line that follows says it all (and errors stay one line)."""
+
+    def __init__(self, stage: str = "publish") -> None:
+        self.stage = stage
+        self._lock = threading.Lock()
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._count = 0
+        self._total = 0
+        if sys.stderr.isatty():
+            self._progress = Progress(
+                TextColumn(f"[bold]{stage}"),
+                BarColumn(),
+                TextColumn("{task.description}"),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+            )
+
+    def __enter__(self) -> TransferReporter:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def plan(self, count: int, size: int) -> None:
+        with self._lock:
+            self._total = count
+            if self._progress is not None:
+                self._task = self._progress.add_task(f"0/{count} objects", total=size)
+
+    def sent(self, size: int) -> None:
+        with self._lock:
+            self._count += 1
+            if self._progress is not None and self._task is not None:
+                self._progress.update(
+                    self._task, advance=size, description=f"{self._count}/{self._total} objects"
+                )

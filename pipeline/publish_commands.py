@@ -12,6 +12,7 @@ from typing import Any
 from .config import load_config
 from .console import console
 from .errors import InputError
+from .progress import TransferReporter
 from .publish.folder_store import FolderStore
 from .publish.publisher import Publisher, scan
 from .publish.s3_store import S3Location, S3Options, S3Store
@@ -39,6 +40,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )  # fmt: skip
     p.add_argument("--jobs", type=int, default=8, metavar="N", help="uploads at a time")
     p.add_argument(
+        "--timeout", type=float, default=60, metavar="S",
+        help="S3: seconds to wait for an answer before a request is retried (default 60)",
+    )  # fmt: skip
+    p.add_argument(
+        "--retries", type=int, default=5, metavar="N",
+        help="S3: retries of a failed request, with backoff, before giving up (default 5)",
+    )  # fmt: skip
+    p.add_argument(
         "--retention-hours", type=float, default=48, metavar="H",
         help="keep objects older generations named for this long (default 48)",
     )  # fmt: skip
@@ -51,7 +60,15 @@ def open_destination(dest: str, args: argparse.Namespace) -> Storage:
     if dest.startswith("s3://"):
         store = S3Store(
             S3Location.parse(dest),
-            S3Options(endpoint_url=args.endpoint, region=args.region, addressing=args.addressing),
+            S3Options(
+                endpoint_url=args.endpoint,
+                region=args.region,
+                addressing=args.addressing,
+                max_attempts=args.retries,
+                connect_timeout=min(10.0, args.timeout),
+                read_timeout=args.timeout,
+                max_pool_connections=max(10, args.jobs),
+            ),
         )
         store.check_bucket()
         return store
@@ -63,6 +80,10 @@ def open_destination(dest: str, args: argparse.Namespace) -> Storage:
 def cmd_publish(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise InputError(None, "--jobs", "an integer >= 1")
+    if args.timeout <= 0:
+        raise InputError(None, "--timeout", "a number of seconds > 0")
+    if args.retries < 0:
+        raise InputError(None, "--retries", "an integer >= 0")
     if args.retention_hours < 0:
         raise InputError(None, "--retention-hours", "a number of hours >= 0")
     config = load_config(args.config)
@@ -70,8 +91,15 @@ def cmd_publish(args: argparse.Namespace) -> int:
     dest = args.to or str(config.work_dir / "public")
     objects = scan(tree)
     store = open_destination(dest, args)
-    publisher = Publisher(store, jobs=args.jobs, retention=timedelta(hours=args.retention_hours))
-    report = publisher.publish(objects, dry_run=args.dry_run)
+    with TransferReporter("publish") as progress:
+        publisher = Publisher(
+            store,
+            jobs=args.jobs,
+            retention=timedelta(hours=args.retention_hours),
+            on_plan=progress.plan,
+            on_put=lambda obj: progress.sent(obj.size),
+        )
+        report = publisher.publish(objects, dry_run=args.dry_run)
     if args.json:
         json.dump({**report.to_json(), "dry_run": args.dry_run}, sys.stdout, indent=1)
         sys.stdout.write("\n")

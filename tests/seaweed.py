@@ -7,6 +7,7 @@ over plain HTTP), a publisher has keys and may write.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -81,7 +82,10 @@ class SeaweedFS:
             "-master.volumeSizeLimitMB=512", f"-s3.config={config}",
         ]  # fmt: skip
         log = (self.root / "weed.log").open("wb")
-        self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        # Every bucket is a collection, and SeaweedFS grows 7 volumes for each by default:
+        # a few dozen test buckets would use up the volumes its disk allows. One each.
+        env = {**os.environ, "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"}
+        self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

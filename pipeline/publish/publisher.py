@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -98,13 +99,17 @@ class Publisher:
         jobs: int = 8,
         retention: timedelta = timedelta(days=2),
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
-        on_put: Callable[[str], None] = lambda key: None,
+        on_plan: Callable[[int, int], None] = lambda count, size: None,
+        on_put: Callable[[LocalObject], None] = lambda obj: None,
     ) -> None:
         self.store = store
         self.jobs = jobs
         self.retention = retention
         self.now = now
+        # Progress: told once how many objects and bytes will go up, then each one.
+        self.on_plan = on_plan
         self.on_put = on_put
+        self._report_lock = threading.Lock()
 
     # -- the lock ---------------------------------------------------------------------
 
@@ -130,6 +135,18 @@ class Publisher:
             if_match=if_match,
         )
 
+    def _claim(
+        self, body: bytes, *, create_only: bool = False, if_match: str | None = None
+    ) -> None:
+        """A conditional write of the lock. Losing it to our own earlier try counts as
+        winning: the write went through, its answer was lost, and the store's retry of
+        the same request then found it there."""
+        try:
+            self._put_lock(body, create_only=create_only, if_match=if_match)
+        except Conflict:
+            if self.store.get(LOCK) != body:
+                raise
+
     def acquire(self) -> None:
         body = self._lock_body()
         try:
@@ -139,9 +156,11 @@ class Publisher:
             pass
         held = self.store.head(LOCK)
         raw = self.store.get(LOCK)
+        if raw == body and held is not None:
+            return  # ours (see _claim)
         if held is None or raw is None:
             # Released between our attempt and our look: try once more, strictly.
-            self._put_lock(body, create_only=True)
+            self._claim(body, create_only=True)
             return
         try:
             lock = json.loads(raw)
@@ -155,7 +174,7 @@ class Publisher:
                 f"({lock.get('owner')} since {lock.get('since')}); try again when it is done"
             )
         # Stale (its publisher died): take it over only if nobody else did meanwhile.
-        self._put_lock(body, if_match=held.etag)
+        self._claim(body, if_match=held.etag)
 
     def release(self) -> None:
         self.store.delete(LOCK)
@@ -183,8 +202,14 @@ class Publisher:
         self.acquire()
         try:
             self._publish(objects, report)
-        finally:
-            self.release()
+        except BaseException:
+            # Keep the error that stopped the publish; a lock left behind expires.
+            try:
+                self.release()
+            except WorkError as exc:
+                log.warning("could not release the lock: %s", exc)
+            raise
+        self.release()
         return report
 
     def _state(self, objects: Sequence[LocalObject]) -> dict[str, ObjectInfo | None]:
@@ -220,21 +245,28 @@ class Publisher:
             head = self.store.head(obj.key)
             if head is None or head.sha256 != obj.sha256:
                 raise
-        report.put.append(obj.key)
-        report.bytes_put += obj.size
-        self.on_put(obj.key)
+        with self._report_lock:
+            report.put.append(obj.key)
+            report.bytes_put += obj.size
+        self.on_put(obj)
 
     def _publish(self, objects: Sequence[LocalObject], report: Report) -> None:
         state = self._state(objects)
         todo = [o for o in objects if self._needs(o, state[o.key])]
         report.skipped = [o.key for o in objects if o not in todo]
         content = [o for o in todo if o.kind is Kind.CONTENT]
+        self.on_plan(len(todo), sum(o.size for o in todo))
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             list(pool.map(lambda o: self._put(o, report), content))
-        # Nothing that names content moves until every piece of it is in the store.
-        self._check([o for o in objects if o.kind is Kind.CONTENT])
-        for obj in sorted((o for o in todo if o.kind is Kind.INDEX), key=lambda o: o.key):
-            self._put(obj, report)
+        # Nothing that names content moves until every piece of it is in the store: what
+        # was there already was just checked (size and sha256) by _state, under the lock;
+        # what was written now is read back.
+        self._check(content)
+        # The mutable indexes, in parallel too: no order among them matters, only that
+        # they all precede the roots.
+        indexes = sorted((o for o in todo if o.kind is Kind.INDEX), key=lambda o: o.key)
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            list(pool.map(lambda o: self._put(o, report), indexes))
         for obj in sorted(
             (o for o in todo if o.kind is Kind.ROOT), key=lambda o: (root_rank(o.key), o.key)
         ):

@@ -17,7 +17,13 @@ from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from ..errors import InputError, WorkError
 from .storage import Conflict, ObjectInfo, check_key, sha256_hex
@@ -56,9 +62,12 @@ class S3Options:
     # Passed through to every put: e.g. {"ServerSideEncryption": "aws:kms",
     # "SSEKMSKeyId": "…"}.
     extra_put_args: Mapping[str, str] = field(default_factory=dict)
+    # Retries after the first try (botocore's "max_attempts" in its retries config).
     max_attempts: int = 5
     connect_timeout: float = 10
     read_timeout: float = 60
+    # At least the number of parallel uploads, or connections get thrown away.
+    max_pool_connections: int = 10
 
 
 class S3Store:
@@ -79,6 +88,7 @@ class S3Store:
                 retries={"max_attempts": o.max_attempts, "mode": "standard"},
                 connect_timeout=o.connect_timeout,
                 read_timeout=o.read_timeout,
+                max_pool_connections=o.max_pool_connections,
             ),
         )
 
@@ -105,10 +115,20 @@ class S3Store:
                 return InputError(
                     None, "credentials", f"{where}: refused ({code or status}); check the keys"
                 )
-            return WorkError(f"{where}: {code or status} {error.get('Message', '')}".strip())
-        if isinstance(exc, EndpointConnectionError):
-            return WorkError(f"{where}: endpoint unreachable after retries")
-        return WorkError(f"{where}: {exc.__class__.__name__}")
+            message = f"{code or status} {error.get('Message', '')}".strip()
+            return WorkError(f"{where}: {message} ({self._tries})")
+        if isinstance(exc, ReadTimeoutError):
+            return WorkError(
+                f"{where}: no answer within {self.options.read_timeout:g} s ({self._tries})"
+            )
+        if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
+            return WorkError(f"{where}: endpoint unreachable ({self._tries})")
+        return WorkError(f"{where}: {exc.__class__.__name__} ({self._tries})")
+
+    @property
+    def _tries(self) -> str:
+        n = self.options.max_attempts + 1
+        return f"{n} tries with backoff" if n > 1 else "1 try"
 
     def check_bucket(self) -> None:
         """Fail early and clearly on a missing bucket or refused credentials."""
