@@ -61,19 +61,23 @@ class CellResult:
     seconds: float
 
     def to_json(self) -> dict[str, Any]:
-        a = self.artifact
-        return {
-            "cell": self.cell.id,
-            "uname_r": self.cell.build.uname_r,
-            "package_version": self.cell.build.package_version,
-            "level": self.cell.level,
-            "status": self.status,
-            "reason": self.reason,
-            "module": self.cell.module_name,
-            "path": str(a.module) if a else None,
-            "sha256": a.sha256 if a else None,
-            "artifact": a.id if a else None,
-        }
+        return cell_json(self.cell, self.status, self.reason, self.artifact)
+
+
+def cell_json(cell: Cell, status: str, reason: str, artifact: Artifact | None) -> dict[str, Any]:
+    """One cell's line of a stage's --json output (build and verify print the same shape)."""
+    return {
+        "cell": cell.id,
+        "uname_r": cell.build.uname_r,
+        "package_version": cell.build.package_version,
+        "level": cell.level,
+        "status": status,
+        "reason": reason,
+        "module": cell.module_name,
+        "path": str(artifact.module) if artifact else None,
+        "sha256": artifact.sha256 if artifact else None,
+        "artifact": artifact.id if artifact else None,
+    }
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -33,7 +33,7 @@ from livegraft.signing.module_signature import strip_signature
 
 from ..build.generate import build_label
 from ..build.kbuild import BuildFailed, Log, Toolchain, toolchain_of
-from ..build.runner import make_module
+from ..build.runner import cell_json, make_module
 from ..build.store import Artifact, Store
 from ..errors import LivegraftError
 from ..files import write_atomic
@@ -61,18 +61,8 @@ class CellOutcome:
     seconds: float
 
     def to_json(self) -> dict[str, Any]:
-        a = self.artifact
         return {
-            "cell": self.cell.id,
-            "uname_r": self.cell.build.uname_r,
-            "package_version": self.cell.build.package_version,
-            "level": self.cell.level,
-            "status": self.status,
-            "reason": self.reason,
-            "module": self.cell.module_name,
-            "path": str(a.module) if a else None,
-            "sha256": a.sha256 if a else None,
-            "artifact": a.id if a else None,
+            **cell_json(self.cell, self.status, self.reason, self.artifact),
             "log": str(self.log) if self.log else None,
             "record": str(self.record) if self.record else None,
         }
