@@ -32,9 +32,9 @@ from conftest import REPO
 from livegraft.pipeline.cli import main
 from livegraft.pipeline.kernels.apt_source import discover_apt
 from livegraft.pipeline.kernels.filters import Filters
+from livegraft.pipeline.kernels.matrix import ordered
 from livegraft.pipeline.verify import qemu
 from livegraft.pipeline.verify.initramfs import BUSYBOX
-from livegraft.pipeline.versions import debian
 from livegraft.signing.module_key import CERT_FILE, KEY_FILE, generate_module_key
 from repo_support import http_server, kill_agents_under
 
@@ -69,14 +69,7 @@ def newest_612() -> str:
     found = discover_apt(Filters(uname_r=(NEWER,), flavour=("amd64",)))
     if not found:
         pytest.skip(f"the machine's apt sources offer no {NEWER}")
-    newest = found[0]
-    for b in found[1:]:
-        if (
-            debian.compare(b.upstream_version, newest.upstream_version)
-            or debian.compare(b.package_version, newest.package_version)
-        ) > 0:
-            newest = b
-    return newest.uname_r
+    return ordered(found)[-1].uname_r
 
 
 @dataclass

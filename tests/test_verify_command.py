@@ -27,12 +27,12 @@ from livegraft.pipeline.errors import InputError
 from livegraft.pipeline.kernel_files import fetch_image, prepare
 from livegraft.pipeline.kernels.apt_source import discover_apt
 from livegraft.pipeline.kernels.filters import Filters
+from livegraft.pipeline.kernels.matrix import ordered
 from livegraft.pipeline.modinfo import read_modinfo
 from livegraft.pipeline.proc import run as run_command
 from livegraft.pipeline.verify import qemu, verified
 from livegraft.pipeline.verify import runner as verify_runner
 from livegraft.pipeline.verify.initramfs import BUSYBOX, base_image
-from livegraft.pipeline.versions import debian
 from livegraft.signing.module_key import CERT_FILE, KEY_FILE, generate_module_key
 from livegraft.signing.module_signature import SIGNATURE_MARKER, strip_signature
 
@@ -57,14 +57,7 @@ def newer() -> str:
     found = discover_apt(Filters(uname_r=(NEWER,), flavour=("amd64",)))
     if not found:
         pytest.skip(f"the machine's apt sources offer no {NEWER}")
-    newest = found[0]
-    for b in found[1:]:
-        if (
-            debian.compare(b.upstream_version, newest.upstream_version)
-            or debian.compare(b.package_version, newest.package_version)
-        ) > 0:
-            newest = b
-    return newest.uname_r
+    return ordered(found)[-1].uname_r
 
 
 @pytest.fixture(scope="module")
