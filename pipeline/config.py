@@ -54,11 +54,25 @@ PACKAGES_KEYS = {
     ),
 }
 PUBLISH_KEYS = {
+    "to": (
+        "where livegraft run and publish put the tree: a folder (path) or "
+        "s3://bucket/prefix (default <work_dir>/public)"
+    ),
     "base_url": (
         "the URL the published tree is served at, written into clients/ and the metalinks "
-        "(http://, https:// or file:///; default file://<work_dir>/repo)"
+        "(http://, https:// or file:///; default: the file:// URL of the folder in `to`; "
+        "required when `to` names a bucket)"
+    ),
+    "endpoint": "an S3-compatible endpoint URL (string; AWS itself when absent)",
+    "region": "the S3 region (string)",
+    "addressing": 'S3 bucket addressing: "auto", "path" or "virtual" (default "auto")',
+    "retention_hours": (
+        "how long objects only older generations name are kept, for clients and caches "
+        "still holding old metadata (number >= 0; default 48)"
     ),
 }
+ADDRESSING = ("auto", "path", "virtual")
+DEFAULT_RETENTION_HOURS = 48.0
 PACKAGE_FORMATS = ("deb", "rpm")
 DEFAULT_MAINTAINER = "livegraft <livegraft@localhost.invalid>"
 # 2024-01-01T00:00:00Z. Not the time of the run, nor the environment's SOURCE_DATE_EPOCH
@@ -103,8 +117,14 @@ class PackageSettings:
 
 @dataclass(frozen=True)
 class PublishSettings:
-    # Checked as a URL where it is used (repo.tree.check_base_url); None: the tree's file URL.
+    # None: the file:// URL of the destination folder (Config.publish_url).
     base_url: str | None = None
+    # A folder (absolute) or s3://bucket/prefix; None: <work_dir>/public.
+    to: str | None = None
+    endpoint: str | None = None
+    region: str | None = None
+    addressing: str = "auto"
+    retention_hours: float = DEFAULT_RETENTION_HOURS
 
 
 @dataclass(frozen=True)
@@ -121,6 +141,28 @@ class Config:
     signing: SigningSettings = field(default_factory=SigningSettings)
     packages: PackageSettings = field(default_factory=PackageSettings)
     publish: PublishSettings = field(default_factory=PublishSettings)
+
+    @property
+    def publish_to(self) -> str:
+        """Where the tree is published: [publish] to, else <work_dir>/public."""
+        return self.publish.to or str(self.work_dir / "public")
+
+    def publish_url(self, to: str | None = None) -> str:
+        """The URL clients read the tree at, published to ``to`` (default: publish_to).
+
+        The config's base_url when set; else the destination folder's own file:// URL, so
+        the embedded default needs no server. A bucket has no URL we could guess (CDN,
+        website endpoint, path or virtual addressing): its base_url must be given.
+        """
+        if self.publish.base_url:
+            return self.publish.base_url
+        dest = to or self.publish_to
+        if dest.startswith("s3://"):
+            raise InputError(
+                self.path, "publish.base_url",
+                f"the URL clients read {dest} at (required when publishing to a bucket)",
+            )  # fmt: skip
+        return Path(dest).resolve().as_uri()
 
     @property
     def levels_file(self) -> Path:
@@ -230,20 +272,42 @@ def _package_settings(path: Path, raw: Mapping[str, Any]) -> PackageSettings:
     return PackageSettings(tuple(formats), maintainer, vendor, epoch)
 
 
-def _publish_settings(path: Path, raw: Mapping[str, Any]) -> PublishSettings:
+def _publish_settings(path: Path, base: Path, raw: Mapping[str, Any]) -> PublishSettings:
     table = _table(path, raw, "publish", PUBLISH_KEYS)
-    base_url = table.get("base_url")
-    if base_url is None:
-        return PublishSettings()
-    if not isinstance(base_url, str) or not base_url:
-        raise InputError(path, "publish.base_url", "expected a URL (non-empty string)")
     # Imported here: the repo package imports this module.
     from .repo.tree import check_base_url
 
-    try:
-        return PublishSettings(check_base_url(base_url))
-    except InputError as exc:
-        raise InputError(path, "publish.base_url", exc.expected) from None
+    def text(key: str) -> str | None:
+        value = table.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InputError(path, f"publish.{key}", "expected a non-empty string")
+        return value
+
+    base_url = text("base_url")
+    if base_url is not None:
+        try:
+            base_url = check_base_url(base_url)
+        except InputError as exc:
+            raise InputError(path, "publish.base_url", exc.expected) from None
+    to = text("to")
+    if to is not None and not to.startswith("s3://"):
+        if "://" in to:
+            raise InputError(path, "publish.to", f"a folder or s3://bucket/prefix, not {to!r}")
+        to = str((base / to).resolve())
+    addressing = text("addressing") or "auto"
+    if addressing not in ADDRESSING:
+        raise InputError(path, "publish.addressing", f"one of {', '.join(ADDRESSING)}")
+    retention = table.get("retention_hours", DEFAULT_RETENTION_HOURS)
+    if isinstance(retention, bool) or not isinstance(retention, int | float) or retention < 0:
+        raise InputError(path, "publish.retention_hours", "a number of hours >= 0")
+    return PublishSettings(
+        base_url=base_url,
+        to=to,
+        endpoint=text("endpoint"),
+        region=text("region"),
+        addressing=addressing,
+        retention_hours=float(retention),
+    )
 
 
 def load_config(path: Path) -> Config:
@@ -282,5 +346,5 @@ def load_config(path: Path) -> Config:
         build=_build_settings(path, base, raw),
         signing=_signing_settings(path, base, raw),
         packages=_package_settings(path, raw),
-        publish=_publish_settings(path, raw),
+        publish=_publish_settings(path, base, raw),
     )

@@ -4,7 +4,8 @@ Reads ``<work_dir>/packages/records`` (``package.records``), puts the packages i
 pools of ``<work_dir>/repo`` (or ``--out``), writes apt and dnf metadata with one
 advisory per fix, signed by the archive key(s), and the key and client files
 (``repo.tree``). The base URL, for the metalinks and ``clients/``, is ``--base-url``,
-else the config's ``[publish] base_url``, else the tree's own ``file://`` URL.
+else the config's ``[publish] base_url``, else the ``file://`` URL of the folder the tree is
+published to (``Config.publish_url``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from livegraft.signing.module_key import load_module_key
 from .config import Config, load_config
 from .console import console
 from .package.records import advisories, load_records
-from .repo.tree import TreeResult, assemble_tree, check_base_url, default_base_url, tree_state_dir
+from .repo.tree import TreeResult, assemble_tree, check_base_url, tree_state_dir
 
 REPO_DIR = "repo"
 
@@ -36,7 +37,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--base-url",
         metavar="URL",
         help="where the tree will be served (http(s):// or file:///); written into clients/ "
-        "and the metalinks (default: [publish] base_url, else the tree's file:// URL)",
+        "and the metalinks (default: [publish] base_url, else the file:// URL of the "
+        "folder [publish] to names, <work_dir>/public by default)",
     )
     p.add_argument("--out", type=Path, metavar="DIR", help="the tree's folder (<work_dir>/repo)")
     p.add_argument("--json", action="store_true", help="print what was indexed as JSON")
@@ -47,10 +49,7 @@ def index_tree(
     config: Config, *, out: Path | None = None, base_url: str | None = None
 ) -> TreeResult:
     root = (out or config.work_dir / REPO_DIR).resolve()
-    if base_url is not None:
-        url = check_base_url(base_url)
-    else:
-        url = config.publish.base_url or default_base_url(root)
+    url = config.publish_url() if base_url is None else check_base_url(base_url)
     records = load_records(config.work_dir)
     module_key = load_module_key(
         config.signing, config.work_dir, config_path=config.path, name=config.name

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .config import load_config
+from .config import ADDRESSING, PublishSettings, load_config
 from .console import console
 from .errors import InputError
 from .progress import TransferReporter
@@ -17,6 +17,17 @@ from .publish.folder_store import FolderStore
 from .publish.publisher import Publisher, scan
 from .publish.s3_store import S3Location, S3Options, S3Store
 from .publish.storage import Storage
+
+# What publish does when not told otherwise; ``livegraft run`` publishes with these.
+DEFAULTS: dict[str, Any] = {
+    "tree": None, "endpoint": None, "region": None, "addressing": None,
+    "jobs": 8, "timeout": 60.0, "retries": 5, "retention_hours": None,
+    "break_lock": False, "dry_run": False, "json": False,
+}  # fmt: skip
+
+
+def default_args(config: Path, to: str | None) -> argparse.Namespace:
+    return argparse.Namespace(**DEFAULTS, config=config, to=to)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -26,44 +37,57 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--config", type=Path, required=True, help="the pipeline's TOML config")
     p.add_argument(
-        "--to", metavar="DEST", help="a folder or s3://bucket/prefix (default <work_dir>/public)"
+        "--to",
+        metavar="DEST",
+        help="a folder or s3://bucket/prefix (default: [publish] to, else <work_dir>/public)",
     )
     p.add_argument(
         "--from", dest="tree", type=Path, metavar="DIR",
         help="the tree to publish (default <work_dir>/repo, as index writes it)",
     )  # fmt: skip
-    p.add_argument("--endpoint", metavar="URL", help="an S3-compatible endpoint")
-    p.add_argument("--region", help="the S3 region")
     p.add_argument(
-        "--addressing", choices=("auto", "path", "virtual"), default="auto",
-        help="S3 bucket addressing (path for most S3-compatible stores)",
+        "--endpoint", metavar="URL", help="an S3-compatible endpoint (default: [publish] endpoint)"
+    )
+    p.add_argument("--region", help="the S3 region (default: [publish] region)")
+    p.add_argument(
+        "--addressing", choices=ADDRESSING,
+        help="S3 bucket addressing, path for most S3-compatible stores "
+        "(default: [publish] addressing, else auto)",
     )  # fmt: skip
-    p.add_argument("--jobs", type=int, default=8, metavar="N", help="uploads at a time")
     p.add_argument(
-        "--timeout", type=float, default=60, metavar="S",
+        "--jobs", type=int, default=DEFAULTS["jobs"], metavar="N", help="uploads at a time"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=DEFAULTS["timeout"], metavar="S",
         help="S3: seconds to wait for an answer before a request is retried (default 60)",
     )  # fmt: skip
     p.add_argument(
-        "--retries", type=int, default=5, metavar="N",
+        "--retries", type=int, default=DEFAULTS["retries"], metavar="N",
         help="S3: retries of a failed request, with backoff, before giving up (default 5)",
     )  # fmt: skip
     p.add_argument(
-        "--retention-hours", type=float, default=48, metavar="H",
-        help="keep objects older generations named for this long (default 48)",
+        "--retention-hours", type=float, metavar="H",
+        help="keep objects older generations named for this long "
+        "(default: [publish] retention_hours, else 48)",
+    )  # fmt: skip
+    p.add_argument(
+        "--break-lock", action="store_true",
+        help="take over the lock of another publisher known to be gone (one on another "
+        "machine; a dead one on this machine, or an expired lock, is taken over anyway)",
     )  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="say what would be put and deleted")
     p.add_argument("--json", action="store_true", help="print what was done as JSON")
     p.set_defaults(func=cmd_publish)
 
 
-def open_destination(dest: str, args: argparse.Namespace) -> Storage:
+def open_destination(dest: str, args: argparse.Namespace, settings: PublishSettings) -> Storage:
     if dest.startswith("s3://"):
         store = S3Store(
             S3Location.parse(dest),
             S3Options(
-                endpoint_url=args.endpoint,
-                region=args.region,
-                addressing=args.addressing,
+                endpoint_url=args.endpoint or settings.endpoint,
+                region=args.region or settings.region,
+                addressing=args.addressing or settings.addressing,
                 max_attempts=args.retries,
                 connect_timeout=min(10.0, args.timeout),
                 read_timeout=args.timeout,
@@ -84,28 +108,33 @@ def cmd_publish(args: argparse.Namespace) -> int:
         raise InputError(None, "--timeout", "a number of seconds > 0")
     if args.retries < 0:
         raise InputError(None, "--retries", "an integer >= 0")
-    if args.retention_hours < 0:
+    if args.retention_hours is not None and args.retention_hours < 0:
         raise InputError(None, "--retention-hours", "a number of hours >= 0")
     config = load_config(args.config)
     tree = args.tree or config.work_dir / "repo"
-    dest = args.to or str(config.work_dir / "public")
+    dest = args.to or config.publish_to
+    retention = (
+        config.publish.retention_hours if args.retention_hours is None else args.retention_hours
+    )
     objects = scan(tree)
-    store = open_destination(dest, args)
+    store = open_destination(dest, args, config.publish)
     with TransferReporter("publish") as progress:
         publisher = Publisher(
             store,
             jobs=args.jobs,
-            retention=timedelta(hours=args.retention_hours),
+            retention=timedelta(hours=retention),
             on_plan=progress.plan,
             on_put=lambda obj: progress.sent(obj.size),
         )
-        report = publisher.publish(objects, dry_run=args.dry_run)
+        report = publisher.publish(objects, dry_run=args.dry_run, break_lock=args.break_lock)
     if args.json:
         json.dump({**report.to_json(), "dry_run": args.dry_run}, sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
     verb = "would put" if args.dry_run else "put"
     out = console()
+    if report.took_over:
+        out.print(f"{store.describe()}: {report.took_over}", highlight=False)
     if args.dry_run:
         for key in report.put:
             out.print(f"put {key}", highlight=False)

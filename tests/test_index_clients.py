@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -25,7 +26,6 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import REPO
@@ -74,18 +74,16 @@ def newest_612() -> str:
 
 @dataclass
 class Published:
+    """The project, and the folder `livegraft run` publishes to, served over HTTP."""
+
     root: Path
     config: Path
     url: str
 
-    def pipeline(self) -> dict[str, Any]:
-        """build, verify, package and index (build plans), as `livegraft run` composes them."""
-        stage(self.config, "build", "--json")
-        stage(self.config, "verify", "--json", "--timeout", "120")
-        stage(self.config, "package", "--json")
-        out = stage(self.config, "index", "--json", "--base-url", self.url)
-        value: dict[str, Any] = json.loads(out)
-        return value
+    def pipeline(self) -> str:
+        """The whole pipeline, as a user runs it: plan, build, verify, package, index,
+        publish (to [publish] to) and report."""
+        return stage(self.config, "run")
 
     def fetch(self, rel: str, dest: Path) -> Path:
         with urllib.request.urlopen(f"{self.url}/{rel}", timeout=30) as response:
@@ -94,9 +92,7 @@ class Published:
 
 
 @pytest.fixture(scope="module")
-def published(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Published, dict[str, Any]]]:
+def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Published, str]]:
     newer = newest_612()
     root = tmp_path_factory.mktemp("index") / "project"
     root.mkdir()
@@ -104,19 +100,20 @@ def published(
     shutil.copytree(REPO / "examples" / "errata", root / "errata")
     keys = root / "module-key"
     generate_module_key(keys, "tests")
-    config = root / "livegraft.toml"
-    config.write_text(
-        'name = "test"\nwork_dir = "work"\nerrata = ["errata"]\nfixes = "fixes"\n'
-        f'[build]\ncache = "{CACHE}"\n'
-        f'[signing]\nmodule_key = "{keys / KEY_FILE}"\nmodule_cert = "{keys / CERT_FILE}"\n'
-        '[packages]\nformats = ["deb", "rpm"]\n'
-        f'[[discover]]\nfrom = "apt"\nuname_r = {json.dumps([MAIN, newer])}\n',
-        encoding="utf-8",
-    )
-    tree = root / "work" / "repo"
-    tree.mkdir(parents=True)
-    with http_server(tree) as url:
-        pub = Published(tree, config, url)
+    public = root / "public"
+    public.mkdir()
+    with http_server(public) as url:
+        config = root / "livegraft.toml"
+        config.write_text(
+            'name = "test"\nwork_dir = "work"\nerrata = ["errata"]\nfixes = "fixes"\n'
+            f'[build]\ncache = "{CACHE}"\n'
+            f'[signing]\nmodule_key = "{keys / KEY_FILE}"\nmodule_cert = "{keys / CERT_FILE}"\n'
+            '[packages]\nformats = ["deb", "rpm"]\n'
+            f'[publish]\nto = "public"\nbase_url = "{url}"\n'
+            f'[[discover]]\nfrom = "apt"\nuname_r = {json.dumps([MAIN, newer])}\n',
+            encoding="utf-8",
+        )
+        pub = Published(public, config, url)
         yield pub, pub.pipeline()
     kill_agents_under(root)
 
@@ -219,13 +216,15 @@ class Dnf:
         return cp.stdout if cp.returncode == 0 else None
 
 
-def test_tree_layout_and_clients(published: tuple[Published, dict[str, Any]]) -> None:
-    pub, result = published
-    assert result["changed"] is True and result["base_url"] == pub.url
-    assert [(s["suite"], s["packages"]) for s in result["deb"]] == [("bookworm", 2)]
-    assert [(r["dist"], r["arch"], r["packages"]) for r in result["rpm"]] == [
-        ("bookworm", "x86_64", 2)
-    ]
+def test_tree_layout_and_clients(published: tuple[Published, str]) -> None:
+    pub, output = published
+    assert "deb  bookworm (amd64): 2 packages" in output, output
+    assert "rpm  bookworm/x86_64: generation 1, 2 packages" in output, output
+    # What run published is what index assembled, every file of it.
+    tree = pub.config.parent / "work" / "repo"
+    staged = {p.relative_to(tree) for p in tree.rglob("*") if p.is_file()}
+    staged = {p for p in staged if not p.parts[0].startswith(".")}
+    assert staged and all((pub.root / p).read_bytes() == (tree / p).read_bytes() for p in staged)
     for rel in (
         "keys/livegraft-archive.asc", "keys/livegraft-archive.gpg",
         "keys/livegraft-module-signing.crt", "keys/livegraft-module-signing.der",
@@ -237,13 +236,17 @@ def test_tree_layout_and_clients(published: tuple[Published, dict[str, Any]]) ->
         f"{pub.url}/rpm/bookworm/x86_64/gen-1/repodata/repomd.xml"
         in (pub.root / "rpm/bookworm/x86_64/metalink.xml").read_text()
     )
-    # Nothing new: nothing written.
-    status, out = livegraft("index", "--config", str(pub.config), "--json", "--base-url", pub.url)
+    assert (pub.root / ".livegraft/manifests.json").is_file()
+    assert not (pub.root / ".livegraft/lock").exists(), "the publish lock is released"
+    # Nothing new: nothing indexed, nothing put.
+    status, out = livegraft("index", "--config", str(pub.config), "--json")
     assert status == 0 and json.loads(out)["changed"] is False, out
+    status, out = livegraft("publish", "--config", str(pub.config), "--json")
+    assert status == 0 and json.loads(out)["put"] == [], out
 
 
 def test_real_clients_install_see_advisories_and_upgrade_to_a_new_level(
-    published: tuple[Published, dict[str, Any]], tmp_path: Path
+    published: tuple[Published, str], tmp_path: Path
 ) -> None:
     pub, _ = published
     apt = Apt(tmp_path / "apt", pub)
@@ -263,9 +266,9 @@ def test_real_clients_install_see_advisories_and_upgrade_to_a_new_level(
     # A new level: the sample's source changes, every stage runs again.
     source = pub.config.parent / "fixes" / ADVISORY / "livepatch.c"
     source.write_text(source.read_text() + "\n/* level 2 of the sample */\n")
-    result = pub.pipeline()
-    assert result["changed"] is True
-    assert [r["generation"] for r in result["rpm"]] == [2]
+    output = pub.pipeline()
+    assert "rpm  bookworm/x86_64: generation 2, " in output, output
+    assert re.search(r"/public: put [1-9][0-9]* objects", output), output
 
     apt.forget_lists()
     apt("update")

@@ -265,6 +265,34 @@ def test_config_publish_base_url(tmp_path: Path) -> None:
             load_config(_config(tmp_path, bad))
 
 
+def test_config_publish_destination(tmp_path: Path) -> None:
+    cfg = load_config(_config(tmp_path, ""))
+    assert cfg.publish_to == str(cfg.work_dir / "public")
+    assert cfg.publish_url() == (cfg.work_dir / "public").as_uri()
+    cfg = load_config(_config(tmp_path, '[publish]\nto = "served"\nretention_hours = 6\n'))
+    assert cfg.publish_to == str(tmp_path / "served") and cfg.publish.retention_hours == 6
+    assert cfg.publish_url() == (tmp_path / "served").as_uri()
+    bucket = '[publish]\nto = "s3://b/p"\nendpoint = "http://127.0.0.1:1"\naddressing = "path"\n'
+    cfg = load_config(_config(tmp_path, bucket))
+    assert (cfg.publish.endpoint, cfg.publish.addressing) == ("http://127.0.0.1:1", "path")
+    with pytest.raises(
+        InputError, match="publish.base_url: .*required when publishing to a bucket"
+    ):
+        cfg.publish_url()
+    with_url = load_config(_config(tmp_path, bucket + 'base_url = "https://cdn.test/p"\n'))
+    assert with_url.publish_url() == "https://cdn.test/p"
+    for bad, field in (
+        ('[publish]\nto = "ftp://x/y"\n', "publish.to"),
+        ('[publish]\nto = ""\n', "publish.to"),
+        ('[publish]\naddressing = "sideways"\n', "publish.addressing"),
+        ("[publish]\nretention_hours = -1\n", "publish.retention_hours"),
+        ("[publish]\nretention_hours = true\n", "publish.retention_hours"),
+        ("[publish]\nendpoint = 3\n", "publish.endpoint"),
+    ):
+        with pytest.raises(InputError, match=field):
+            load_config(_config(tmp_path, bad))
+
+
 def test_result_json_shape(
     generated: Generated, signer: ArchiveSigner, cert_der: bytes, tmp_path: Path
 ) -> None:

@@ -159,7 +159,7 @@ def test_crash_at_every_write_leaves_a_whole_generation(
         assert seen in (b"InRelease 1", b"InRelease 2")
         # Whatever the roots say, everything of that generation is there.
         assert all(store.head(o.key) is not None for o in generation if o.kind is Kind.CONTENT)
-        store.delete(LOCK)  # what the lock's expiry does for a publisher that died
+        assert store.head(LOCK) is None, "a publish that failed released its lock"
         Publisher(store).publish(two)
         assert store.get(f"{SUITE}/InRelease") == b"InRelease 2"
         assert store.get(f"{RPM}/metalink.xml") == b"metalink -> gen-2"
@@ -238,3 +238,17 @@ def test_cli_to_s3_and_its_errors(seaweedfs: SeaweedFS, tmp_path: Path) -> None:
     down = _cli("--config", str(config), "--from", str(tree), "--endpoint",
                 "http://127.0.0.1:9", "--to", "s3://cli/prefix", env=good)  # fmt: skip
     assert down.returncode == 1 and "unreachable" in down.stderr
+
+
+def test_run_refuses_a_bucket_without_a_base_url_before_any_work(tmp_path: Path) -> None:
+    from project import make_project
+
+    config = make_project(tmp_path / "project")
+    cp = subprocess.run(
+        [sys.executable, "-m", "livegraft.pipeline.cli", "run", "--config", str(config),
+         "--to", "s3://bucket/prefix"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert cp.returncode == 2, cp.stderr
+    assert cp.stderr.count("\n") == 1 and "publish.base_url" in cp.stderr, cp.stderr
+    assert not any((tmp_path / "project").rglob("plan.json")), "nothing planned"

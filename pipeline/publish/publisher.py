@@ -2,13 +2,14 @@
 
 The order, for every publish:
 
-1. take the lock (a conditional create; a stale lock is taken over by compare-and-swap);
+1. take the lock (``lock``: a conditional create; the lock of a publisher that is gone
+   is taken over by compare-and-swap), refreshed while the publish runs;
 2. content first: every package, by-hash index and hash-named repodata the store does not
    hold yet, written once (conditional create); an object already there with the same
    sha256 is skipped, one with other bytes is an error: content never changes;
 3. check every content object the new roots name, size and sha256, in the store itself;
-4. the mutable indexes, then the roots: ``Release``, ``Release.gpg``, ``metalink.xml``,
-   and ``InRelease`` last;
+4. the mutable indexes, then, once the lock is seen to be still ours, the roots:
+   ``Release``, ``Release.gpg``, ``metalink.xml``, and ``InRelease`` last;
 5. record this generation's manifest, then delete what only generations older than the
    retention time named: from the manifests, never from a listing of the bucket;
 6. release the lock.
@@ -21,8 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,15 +33,15 @@ from typing import Any
 from ..canonical import canonical_json
 from ..errors import InputError, WorkError
 from .layout import Kind, cache_control, content_type, kind_of, root_rank
+from .lock import LOCK, REFRESH_EVERY, PublishLock
 from .storage import Conflict, ObjectInfo, Storage, sha256_hex
 
 log = logging.getLogger("livegraft.publish")
 
 STATE = ".livegraft"
-LOCK = f"{STATE}/lock"
 MANIFESTS = f"{STATE}/manifests.json"
 MANIFEST_FORMAT = 1
-LOCK_TTL = timedelta(hours=1)
+__all__ = ["LOCK", "MANIFESTS", "LocalObject", "Publisher", "Report", "scan"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +65,7 @@ class Report:
     deleted: list[str] = field(default_factory=list)
     bytes_put: int = 0
     generation: str = ""
+    took_over: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +74,7 @@ class Report:
             "skipped": len(self.skipped),
             "deleted": self.deleted,
             "bytes_put": self.bytes_put,
+            "took_over": self.took_over,
         }
 
 
@@ -101,6 +102,7 @@ class Publisher:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_plan: Callable[[int, int], None] = lambda count, size: None,
         on_put: Callable[[LocalObject], None] = lambda obj: None,
+        refresh_every: timedelta = REFRESH_EVERY,
     ) -> None:
         self.store = store
         self.jobs = jobs
@@ -110,74 +112,19 @@ class Publisher:
         self.on_plan = on_plan
         self.on_put = on_put
         self._report_lock = threading.Lock()
+        self.refresh_every = refresh_every
+        self._lock: PublishLock | None = None
 
     # -- the lock ---------------------------------------------------------------------
 
-    def _lock_body(self) -> bytes:
-        now = self.now()
-        return canonical_json(
-            {
-                "owner": f"{socket.gethostname()}:{os.getpid()}",
-                "since": now.isoformat(),
-                "expires": (now + LOCK_TTL).isoformat(),
-            }
-        )
-
-    def _put_lock(
-        self, body: bytes, *, create_only: bool = False, if_match: str | None = None
-    ) -> None:
-        self.store.put(
-            LOCK,
-            body,
-            content_type="application/json",
-            cache_control="no-store",
-            create_only=create_only,
-            if_match=if_match,
-        )
-
-    def _claim(
-        self, body: bytes, *, create_only: bool = False, if_match: str | None = None
-    ) -> None:
-        """A conditional write of the lock. Losing it to our own earlier try counts as
-        winning: the write went through, its answer was lost, and the store's retry of
-        the same request then found it there."""
-        try:
-            self._put_lock(body, create_only=create_only, if_match=if_match)
-        except Conflict:
-            if self.store.get(LOCK) != body:
-                raise
-
-    def acquire(self) -> None:
-        body = self._lock_body()
-        try:
-            self._put_lock(body, create_only=True)
-            return
-        except Conflict:
-            pass
-        held = self.store.head(LOCK)
-        raw = self.store.get(LOCK)
-        if raw == body and held is not None:
-            return  # ours (see _claim)
-        if held is None or raw is None:
-            # Released between our attempt and our look: try once more, strictly.
-            self._claim(body, create_only=True)
-            return
-        try:
-            lock = json.loads(raw)
-            expires = datetime.fromisoformat(lock["expires"])
-        except (ValueError, KeyError, TypeError):
-            expires = datetime.min.replace(tzinfo=UTC)
-            lock = {"owner": "unknown", "since": "unknown"}
-        if expires > self.now():
-            raise WorkError(
-                f"{self.store.describe()}: another publish holds the lock "
-                f"({lock.get('owner')} since {lock.get('since')}); try again when it is done"
-            )
-        # Stale (its publisher died): take it over only if nobody else did meanwhile.
-        self._claim(body, if_match=held.etag)
+    def acquire(self, *, break_lock: bool = False) -> None:
+        self._lock = PublishLock(self.store, now=self.now, refresh_every=self.refresh_every)
+        self._lock.acquire(break_lock=break_lock)
 
     def release(self) -> None:
-        self.store.delete(LOCK)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- manifests --------------------------------------------------------------------
 
@@ -195,11 +142,15 @@ class Publisher:
 
     # -- publishing -------------------------------------------------------------------
 
-    def publish(self, objects: Sequence[LocalObject], *, dry_run: bool = False) -> Report:
+    def publish(
+        self, objects: Sequence[LocalObject], *, dry_run: bool = False, break_lock: bool = False
+    ) -> Report:
         report = Report(generation=self.now().strftime("%Y%m%dT%H%M%S%fZ"))
         if dry_run:
             return self._dry_run(objects, report)
-        self.acquire()
+        self.acquire(break_lock=break_lock)
+        assert self._lock is not None
+        report.took_over = self._lock.took_over
         try:
             self._publish(objects, report)
         except BaseException:
@@ -253,7 +204,8 @@ class Publisher:
     def _publish(self, objects: Sequence[LocalObject], report: Report) -> None:
         state = self._state(objects)
         todo = [o for o in objects if self._needs(o, state[o.key])]
-        report.skipped = [o.key for o in objects if o not in todo]
+        needed = {o.key for o in todo}
+        report.skipped = [o.key for o in objects if o.key not in needed]
         content = [o for o in todo if o.kind is Kind.CONTENT]
         self.on_plan(len(todo), sum(o.size for o in todo))
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
@@ -267,6 +219,8 @@ class Publisher:
         indexes = sorted((o for o in todo if o.kind is Kind.INDEX), key=lambda o: o.key)
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             list(pool.map(lambda o: self._put(o, report), indexes))
+        assert self._lock is not None
+        self._lock.check_held()
         for obj in sorted(
             (o for o in todo if o.kind is Kind.ROOT), key=lambda o: (root_rank(o.key), o.key)
         ):
@@ -284,6 +238,10 @@ class Publisher:
                 )
 
     def _record_and_collect(self, objects: Sequence[LocalObject], report: Report) -> None:
+        # Again: deleting on the word of a manifest another publisher now owns could take
+        # objects from under its roots.
+        assert self._lock is not None
+        self._lock.check_held()
         doc = self._manifests()
         now = self.now()
         generations: list[dict[str, Any]] = doc["generations"]
