@@ -276,7 +276,7 @@ def test_config_publish_destination(tmp_path: Path) -> None:
     cfg = load_config(_config(tmp_path, bucket))
     assert (cfg.publish.endpoint, cfg.publish.addressing) == ("http://127.0.0.1:1", "path")
     with pytest.raises(
-        InputError, match="publish.base_url: .*required when publishing to a bucket"
+        InputError, match=r"publish\.base_url: .*required when publishing to a bucket"
     ):
         cfg.publish_url()
     with_url = load_config(_config(tmp_path, bucket + 'base_url = "https://cdn.test/p"\n'))

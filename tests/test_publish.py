@@ -240,6 +240,29 @@ def test_cli_to_s3_and_its_errors(seaweedfs: SeaweedFS, tmp_path: Path) -> None:
     assert down.returncode == 1 and "unreachable" in down.stderr
 
 
+def test_retention_counts_from_when_a_generation_was_replaced(
+    store: Storage, tmp_path: Path
+) -> None:
+    one = scan(write_tree(tmp_path / "one", 1))
+    two = scan(write_tree(tmp_path / "two", 2))
+    start = datetime.now(UTC)
+    Publisher(store, now=lambda: start).publish(one)
+    # Nothing new for five days: the same generation, not one per publish.
+    recording = Recording(store)
+    quiet = Publisher(recording, now=lambda: start + timedelta(days=2)).publish(one)  # type: ignore[arg-type]
+    assert quiet.put == [] and recording.puts == [LOCK], "a no-op publish writes only the lock"
+    # Level 1 is five days old but was current until now: clients may hold its metadata.
+    replaced = start + timedelta(days=5)
+    level1_only = {o.key for o in one} - {o.key for o in two}
+    report = Publisher(store, now=lambda: replaced).publish(two)
+    assert report.deleted == [] and all(store.head(k) is not None for k in level1_only)
+    later = Publisher(store, now=lambda: replaced + timedelta(hours=49)).publish(two)
+    assert sorted(later.deleted) == sorted(level1_only)
+    assert all(store.head(k) is None for k in level1_only)
+    manifests = json.loads(store.get(".livegraft/manifests.json") or b"{}")
+    assert len(manifests["generations"]) == 1
+
+
 def test_run_refuses_a_bucket_without_a_base_url_before_any_work(tmp_path: Path) -> None:
     from project import make_project
 

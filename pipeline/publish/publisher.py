@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -243,23 +244,40 @@ class Publisher:
         assert self._lock is not None
         self._lock.check_held()
         doc = self._manifests()
-        now = self.now()
-        generations: list[dict[str, Any]] = doc["generations"]
-        generations.append({"name": report.generation, "published": now.isoformat(),
-                            "keys": sorted(o.key for o in objects)})  # fmt: skip
-        # A generation stays needed while it is the newest or younger than the retention
-        # time: clients and caches may still hold metadata that names its objects.
-        cutoff = now - self.retention
-        keep = [g for g in generations[:-1] if datetime.fromisoformat(g["published"]) > cutoff]
-        keep.append(generations[-1])
-        needed = {k for g in keep for k in g["keys"]}
-        stale = sorted({k for g in generations for k in g["keys"]} - needed)
-        doc["generations"] = keep
-        self.store.put(MANIFESTS, canonical_json(doc), content_type="application/json",
-                       cache_control="no-store")  # fmt: skip
+        before = list(doc["generations"])
+        doc["generations"], stale = self._collection(before, objects, report)
+        if doc["generations"] != before:
+            self.store.put(MANIFESTS, canonical_json(doc), content_type="application/json",
+                           cache_control="no-store")  # fmt: skip
         for key in stale:
             self.store.delete(key)
             report.deleted.append(key)
+
+    def _collection(
+        self, generations: list[dict[str, Any]], objects: Sequence[LocalObject], report: Report
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The generations still needed once this publish is done, and the keys that only
+        the others named.
+
+        A publish that put nothing and names the same keys is the current generation
+        again, not a new one. A generation is needed while it is current and for the
+        retention time after the next one replaced it: clients and caches may hold its
+        metadata for that long, however old the generation itself is.
+        """
+        now = self.now()
+        keys = sorted(o.key for o in objects)
+        if report.put or not generations or generations[-1]["keys"] != keys:
+            generations = [*generations, {"name": report.generation,
+                                          "published": now.isoformat(), "keys": keys}]  # fmt: skip
+        cutoff = now - self.retention
+        keep = [
+            g
+            for g, successor in pairwise(generations)
+            if datetime.fromisoformat(successor["published"]) > cutoff
+        ]
+        keep.append(generations[-1])
+        needed = {k for g in keep for k in g["keys"]}
+        return keep, sorted({k for g in generations for k in g["keys"]} - needed)
 
     def _dry_run(self, objects: Sequence[LocalObject], report: Report) -> Report:
         state = self._state(objects)
@@ -269,14 +287,5 @@ class Publisher:
                 report.bytes_put += obj.size
             else:
                 report.skipped.append(obj.key)
-        doc = self._manifests()
-        cutoff = self.now() - self.retention
-        keys = {o.key for o in objects}
-        young = {
-            k
-            for g in doc["generations"]
-            if datetime.fromisoformat(g["published"]) > cutoff
-            for k in g["keys"]
-        }
-        report.deleted = sorted({k for g in doc["generations"] for k in g["keys"]} - keys - young)
+        _, report.deleted = self._collection(self._manifests()["generations"], objects, report)
         return report
