@@ -3,8 +3,9 @@
 It forwards method, path, headers and body to one loopback endpoint and streams the
 answer back; rules may instead answer 500 (or 503 SlowDown), stall past the client's
 read timeout, or add a fixed delay; every request is counted by kind (GET, HEAD, PUT,
-DELETE, POST, and LIST: a GET with ``list-type``). Bounded: it refuses any endpoint that
-is not on loopback, and ``stop`` (or leaving the ``with``) ends every stalled request.
+DELETE, POST, and LIST: a GET that lists, see ``request_kind``). Bounded: it refuses any
+endpoint that is not on loopback, and ``stop`` (or leaving the ``with``) ends every
+stalled request.
 """
 
 from __future__ import annotations
@@ -27,6 +28,31 @@ _HOP = {
 }  # fmt: skip
 _ERRORS = {500: ("InternalError", "injected by the fault proxy"),
            503: ("SlowDown", "injected by the fault proxy: slow down")}  # fmt: skip
+# What a GET of a bucket itself (no key) reads when it is not a listing of its keys.
+_BUCKET_READS = {
+    "location", "acl", "policy", "policyStatus", "versioning", "lifecycle", "cors",
+    "tagging", "website", "logging", "notification", "replication", "encryption",
+    "object-lock", "ownershipControls", "publicAccessBlock", "accelerate",
+    "requestPayment", "analytics", "metrics", "inventory", "intelligent-tiering",
+}  # fmt: skip
+
+
+def request_kind(method: str, target: str) -> str:
+    """GET, HEAD, PUT, DELETE, POST, or LIST for a GET that lists (path-style addressing).
+
+    ListObjectsV2 names itself (``list-type=2``); ListObjects v1, which aptly and rclone
+    send, is a GET of the bucket with no key, as are the listings of versions and
+    multipart uploads and, of the whole store, ListBuckets. A listing costs the store more
+    as the bucket grows, so it is told apart from a GET of one object.
+    """
+    if method != "GET":
+        return method
+    parts = urlsplit(target)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    if "list-type" in query:
+        return "LIST"
+    no_key = "/" not in unquote(parts.path).strip("/")
+    return "LIST" if no_key and not query.keys() & _BUCKET_READS else "GET"
 
 
 @dataclass
@@ -151,7 +177,7 @@ class FaultProxy:
 
             def _body(self) -> bytes:
                 if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                    chunks = []
+                    chunks: list[bytes] = []
                     while True:
                         size = int(self.rfile.readline().split(b";")[0].strip(), 16)
                         if size == 0:
@@ -163,11 +189,8 @@ class FaultProxy:
                 return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
             def _handle(self) -> None:
-                parts = urlsplit(self.path)
-                kind = self.command
-                if kind == "GET" and "list-type" in parse_qs(parts.query):
-                    kind = "LIST"
-                key = unquote(parts.path).lstrip("/")
+                kind = request_kind(self.command, self.path)
+                key = unquote(urlsplit(self.path).path).lstrip("/")
                 body = self._body()
                 with proxy._lock:
                     proxy._inflight += 1
