@@ -19,10 +19,12 @@ from .publish.s3_store import S3Location, S3Options, S3Store
 from .publish.storage import Storage
 
 # What publish does when not told otherwise; ``livegraft run`` publishes with these.
+# 16 uploads at a time: packages are small, so a publish waits on round trips, not on
+# bandwidth, and S3 takes thousands of writes a second per prefix.
 DEFAULTS: dict[str, Any] = {
     "tree": None, "endpoint": None, "region": None, "addressing": None,
-    "jobs": 8, "timeout": 60.0, "retries": 5, "retention_hours": None,
-    "break_lock": False, "dry_run": False, "json": False,
+    "jobs": 16, "timeout": 60.0, "retries": 5, "retention_hours": None,
+    "break_lock": False, "recheck": False, "dry_run": False, "json": False,
 }  # fmt: skip
 
 
@@ -75,6 +77,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="take over the lock of another publisher known to be gone (one on another "
         "machine; a dead one on this machine, or an expired lock, is taken over anyway)",
     )  # fmt: skip
+    p.add_argument(
+        "--recheck", action="store_true",
+        help="look at every object in the store instead of trusting the publish manifest "
+        "(after the store was changed by other hands)",
+    )  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="say what would be put and deleted")
     p.add_argument("--json", action="store_true", help="print what was done as JSON")
     p.set_defaults(func=cmd_publish)
@@ -125,6 +132,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             retention=timedelta(hours=retention),
             on_plan=progress.plan,
             on_put=lambda obj: progress.sent(obj.size),
+            recheck=args.recheck,
         )
         report = publisher.publish(objects, dry_run=args.dry_run, break_lock=args.break_lock)
     if args.json:

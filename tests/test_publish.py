@@ -3,7 +3,9 @@ time, old generations collected from manifests; on a folder and on real S3 (Seaw
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -135,6 +137,77 @@ def test_changed_content_is_refused_and_roots_stay(store: Storage, tmp_path: Pat
         Publisher(store).publish(scan(tree))
     assert store.get(f"{SUITE}/InRelease") == b"InRelease 1"
     assert store.head(LOCK) is None
+
+
+def test_content_there_but_unrecorded_is_compared_when_the_create_is_refused(
+    store: Storage, tmp_path: Path
+) -> None:
+    tree = write_tree(tmp_path / "tree", 1)
+    deb = next(o for o in scan(tree) if o.key.endswith(".deb"))
+    # Left by a publish that crashed before its manifest: the same bytes are fine ...
+    store.put(deb.key, deb.path.read_bytes(), content_type="x", cache_control="x")
+    Publisher(store).publish(scan(tree))
+    assert store.get(f"{SUITE}/InRelease") == b"InRelease 1"
+    # ... other bytes under a content name are refused before any root moves.
+    other = write_tree(tmp_path / "other", 2)
+    rpm = next(o for o in scan(other) if o.key.endswith(".rpm"))
+    store.put(rpm.key, b"someone else's bytes", content_type="x", cache_control="x")
+    with pytest.raises(WorkError, match=f"{re.escape(rpm.key)} exists with other content"):
+        Publisher(store).publish(scan(other))
+    assert store.get(f"{SUITE}/InRelease") == b"InRelease 1"
+
+
+def test_the_manifest_is_trusted_and_recheck_looks_again(store: Storage, tmp_path: Path) -> None:
+    objects = scan(write_tree(tmp_path / "tree", 1))
+    Publisher(store).publish(objects)
+    deb = next(o for o in objects if o.key.endswith(".deb"))
+    store.delete(deb.key)  # by other hands: a publish cannot know without looking
+    assert Publisher(store).publish(objects).put == []
+    fixed = Publisher(store, recheck=True).publish(objects)
+    assert fixed.put == [deb.key] and store.get(deb.key) == deb.path.read_bytes()
+
+
+class Unconfirmed:
+    """A store whose put answers vouch for nothing (S3 with SSE-KMS: the ETag is not the
+    MD5), and which may keep other bytes than it was sent."""
+
+    def __init__(self, inner: Storage, corrupt: str | None = None) -> None:
+        self.inner = inner
+        self.corrupt = corrupt
+        self.heads: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def put(self, key: str, data: bytes, **kw: object) -> object:
+        if self.corrupt and key.endswith(self.corrupt):
+            data = data[:-1]
+        info = self.inner.put(key, data, **kw)  # type: ignore[arg-type]
+        return dataclasses.replace(info, confirmed=False)
+
+    def head(self, key: str) -> object:
+        self.heads.append(key)
+        return self.inner.head(key)
+
+
+def test_unconfirmed_writes_are_read_back(store: Storage, tmp_path: Path) -> None:
+    objects = scan(write_tree(tmp_path / "tree", 1))
+    content = {o.key for o in objects if o.kind is Kind.CONTENT}
+    honest = Unconfirmed(store)
+    Publisher(honest).publish(objects)  # type: ignore[arg-type]
+    assert content <= set(honest.heads), "each written content object read back"
+    lying = Unconfirmed(stores_for(store, tmp_path), corrupt=".deb")
+    with pytest.raises(WorkError, match=r"\.deb is not in the store as written"):
+        Publisher(lying).publish(objects)  # type: ignore[arg-type]
+    assert lying.inner.get(f"{SUITE}/InRelease") is None, "no root moved"
+
+
+def stores_for(store: Storage, tmp_path: Path) -> Storage:
+    """An empty store of the same kind as ``store``."""
+    if isinstance(store, FolderStore):
+        return FolderStore(tmp_path / "second")
+    assert isinstance(store, S3Store)
+    return S3Store(S3Location(store.location.bucket, "second"), store.options)
 
 
 def test_crash_at_every_write_leaves_a_whole_generation(

@@ -234,11 +234,15 @@ def test_incremental_publish_lists_nothing_and_writes_only_what_changed(
         if o.key in changed:
             kinds[o.kind] += 1
     assert all(kinds.values()), kinds
-    # A HEAD for each object to find what is there, a HEAD to verify each written
-    # content object, one for the bucket, and three to see the lock is still ours (before
-    # the roots, before the manifest, before the unlock): nothing grows with more than
-    # the tree.
-    assert counts["HEAD"] == len(after) + kinds[Kind.CONTENT] + 4, counts
+    # No HEAD for content: what the manifest records is there, what is new is created
+    # (the store's ETag vouches for it). A HEAD for each mutable index and root, one for
+    # the bucket, and three to see the lock is still ours (before the roots, before the
+    # manifest, before the unlock): only the mutable part of the tree counts.
+    mutable = [o for o in scan(tree) if o.kind is not Kind.CONTENT]
+    assert counts["HEAD"] == len(mutable) + 4, counts
+    looked = {s.key.split("/", 2)[2] for s in proxy.seen("HEAD") if s.key.count("/") >= 2}
+    assert looked == {o.key for o in mutable} | {LOCK}, looked
+    assert counts["GET"] == 1, "the manifest, read once"
     assert_generation(seaweedfs, bucket, 2)
 
 
@@ -288,8 +292,9 @@ def test_uploads_run_in_parallel(
     print(f"{len(report.put)} objects, {requests} requests, {elapsed:.2f} s at --jobs 8")
     assert len(report.put) == len(objects) >= 60
     assert proxy.max_inflight >= 6, proxy.max_inflight
-    # Serially this would be requests x delay (> 18 s); 50 uploads alone would be 5 s.
-    assert elapsed < 50 * proxy.delay and elapsed < 0.3 * requests * proxy.delay, elapsed
+    # Serially this would be requests x delay; 50 uploads alone would be 5 s. What stays
+    # serial (lock, manifest, roots one by one, the lock checks) is about 15 requests.
+    assert elapsed < 50 * proxy.delay and elapsed < 0.5 * requests * proxy.delay, elapsed
 
 
 def test_dry_run_says_what_and_how_much(

@@ -76,7 +76,9 @@ class FolderStore:
         finally:
             Path(tmp).unlink(missing_ok=True)
         digest = sha256_hex(data)
-        return ObjectInfo(key, len(data), digest, digest)
+        # Written whole and renamed into place by this process: nothing between us and
+        # the disk could have changed it, so a read-back would only re-read our own cache.
+        return ObjectInfo(key, len(data), digest, digest, confirmed=True)
 
     def head(self, key: str) -> ObjectInfo | None:
         path = self._path(key)

@@ -4,14 +4,18 @@ The order, for every publish:
 
 1. take the lock (``lock``: a conditional create; the lock of a publisher that is gone
    is taken over by compare-and-swap), refreshed while the publish runs;
-2. content first: every package, by-hash index and hash-named repodata the store does not
-   hold yet, written once (conditional create); an object already there with the same
-   sha256 is skipped, one with other bytes is an error: content never changes;
-3. check every content object the new roots name, size and sha256, in the store itself;
+2. content first: every package, by-hash index and hash-named repodata that no kept
+   generation's manifest records, written once (conditional create); where the store
+   has it already, the same sha256 is fine and other bytes are an error: content never
+   changes;
+3. check every content object the new roots name, size and sha256: what the manifest
+   records was checked by the publish that wrote it; what was written now is vouched
+   for by the store's answer (the ETag it computed) or read back;
 4. the mutable indexes, then, once the lock is seen to be still ours, the roots:
    ``Release``, ``Release.gpg``, ``metalink.xml``, and ``InRelease`` last;
-5. record this generation's manifest, then delete what only generations older than the
-   retention time named: from the manifests, never from a listing of the bucket;
+5. record this generation's manifest (keys, sizes, sha256), then delete what only generations
+   replaced longer ago than the retention time named: from the manifests, never from a
+   listing of the bucket;
 6. release the lock.
 
 A crash anywhere leaves the previous roots in place, and they name only content that is
@@ -25,7 +29,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -41,7 +45,8 @@ log = logging.getLogger("livegraft.publish")
 
 STATE = ".livegraft"
 MANIFESTS = f"{STATE}/manifests.json"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 __all__ = ["LOCK", "MANIFESTS", "LocalObject", "Publisher", "Report", "scan"]
 
 
@@ -104,6 +109,7 @@ class Publisher:
         on_plan: Callable[[int, int], None] = lambda count, size: None,
         on_put: Callable[[LocalObject], None] = lambda obj: None,
         refresh_every: timedelta = REFRESH_EVERY,
+        recheck: bool = False,
     ) -> None:
         self.store = store
         self.jobs = jobs
@@ -115,6 +121,10 @@ class Publisher:
         self._report_lock = threading.Lock()
         self.refresh_every = refresh_every
         self._lock: PublishLock | None = None
+        # Look at every object in the store rather than trust the manifest.
+        self.recheck = recheck
+        # What each put answered, for the check before the roots.
+        self._written: dict[str, ObjectInfo] = {}
 
     # -- the lock ---------------------------------------------------------------------
 
@@ -132,13 +142,16 @@ class Publisher:
     def _manifests(self) -> dict[str, Any]:
         raw = self.store.get(MANIFESTS)
         if raw is None:
-            return {"format": MANIFEST_FORMAT, "generations": []}
+            return {"format": MANIFEST_FORMAT, "objects": {}, "generations": []}
         try:
             doc: dict[str, Any] = json.loads(raw)
         except ValueError:
             raise WorkError(f"{self.store.describe()}: {MANIFESTS} is not JSON") from None
-        if doc.get("format") != MANIFEST_FORMAT:
+        if doc.get("format") not in READABLE_FORMATS:
             raise WorkError(f"{self.store.describe()}: {MANIFESTS}: unknown format")
+        # Format 1 recorded no sizes and digests: every object is looked at once more.
+        doc.setdefault("objects", {})
+        doc["format"] = MANIFEST_FORMAT
         return doc
 
     # -- publishing -------------------------------------------------------------------
@@ -169,23 +182,53 @@ class Publisher:
             heads = list(pool.map(lambda o: self.store.head(o.key), objects))
         return {o.key: h for o, h in zip(objects, heads, strict=True)}
 
+    def _changed_content(self, obj: LocalObject) -> WorkError:
+        return WorkError(
+            f"{self.store.describe()}: {obj.key} exists with other content; "
+            "published content never changes (a new level must have a new name)"
+        )
+
     def _needs(self, obj: LocalObject, head: ObjectInfo | None) -> bool:
         if head is None:
             return True
         same = head.size == obj.size and head.sha256 == obj.sha256
         if obj.kind is Kind.CONTENT and not same:
-            raise WorkError(
-                f"{self.store.describe()}: {obj.key} exists with other content; "
-                "published content never changes (a new level must have a new name)"
-            )
+            raise self._changed_content(obj)
         return not same
+
+    def _todo(self, objects: Sequence[LocalObject], doc: dict[str, Any]) -> list[LocalObject]:
+        """What must be written, with as few requests as the store allows.
+
+        Content a kept generation's manifest names is in the store as recorded: content
+        never changes, and only a publish holding the lock deletes it (--recheck looks
+        anyway, for a store changed by other hands). Other content is simply written,
+        create-only: where it exists already, the store refuses and we compare then.
+        The few mutable indexes and roots are looked at, since a publish that crashed
+        may have moved some of them past what the manifest says.
+        """
+        known: dict[str, list[Any]] = doc["objects"]
+        content = [o for o in objects if o.kind is Kind.CONTENT]
+        looked = [o for o in objects if o.kind is not Kind.CONTENT]
+        if self.recheck:
+            looked = list(objects)
+            content = []
+        todo = []
+        for obj in content:
+            recorded = known.get(obj.key)
+            if recorded is None:
+                todo.append(obj)
+            elif recorded != [obj.size, obj.sha256]:
+                raise self._changed_content(obj)
+        state = self._state(looked)
+        todo.extend(o for o in looked if self._needs(o, state[o.key]))
+        return todo
 
     def _put(self, obj: LocalObject, report: Report) -> None:
         data = obj.path.read_bytes()
         if sha256_hex(data) != obj.sha256:
             raise WorkError(f"{obj.path}: changed while publishing")
         try:
-            self.store.put(
+            info = self.store.put(
                 obj.key,
                 data,
                 content_type=content_type(obj.key),
@@ -193,18 +236,24 @@ class Publisher:
                 create_only=obj.kind is Kind.CONTENT,
             )
         except Conflict:
-            # Another writer created it meanwhile: fine if it is the same bytes.
+            # There already (an earlier publish that crashed, another writer, or our own
+            # write whose answer was lost): fine only if it is the same bytes.
             head = self.store.head(obj.key)
-            if head is None or head.sha256 != obj.sha256:
+            if head is None:
                 raise
+            if head.size != obj.size or head.sha256 != obj.sha256:
+                raise self._changed_content(obj) from None
+            info = replace(head, confirmed=True)
         with self._report_lock:
+            self._written[obj.key] = info
             report.put.append(obj.key)
             report.bytes_put += obj.size
         self.on_put(obj)
 
     def _publish(self, objects: Sequence[LocalObject], report: Report) -> None:
-        state = self._state(objects)
-        todo = [o for o in objects if self._needs(o, state[o.key])]
+        # Read once, under the lock: no other publisher changes it until we let go.
+        doc = self._manifests()
+        todo = self._todo(objects, doc)
         needed = {o.key for o in todo}
         report.skipped = [o.key for o in objects if o.key not in needed]
         content = [o for o in todo if o.kind is Kind.CONTENT]
@@ -212,8 +261,8 @@ class Publisher:
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             list(pool.map(lambda o: self._put(o, report), content))
         # Nothing that names content moves until every piece of it is in the store: what
-        # was there already was just checked (size and sha256) by _state, under the lock;
-        # what was written now is read back.
+        # an earlier publish wrote was checked then and is in its manifest; what was
+        # written now is vouched for by the store's own answer, or read back.
         self._check(content)
         # The mutable indexes, in parallel too: no order among them matters, only that
         # they all precede the roots.
@@ -226,11 +275,16 @@ class Publisher:
             (o for o in todo if o.kind is Kind.ROOT), key=lambda o: (root_rank(o.key), o.key)
         ):
             self._put(obj, report)
-        self._record_and_collect(objects, report)
+        self._record_and_collect(objects, report, doc)
 
     def _check(self, content: Sequence[LocalObject]) -> None:
-        state = self._state(content)
-        for obj in content:
+        unconfirmed = [
+            o
+            for o in content
+            if not (self._written[o.key].confirmed and self._written[o.key].size == o.size)
+        ]
+        state = self._state(unconfirmed)
+        for obj in unconfirmed:
             head = state[obj.key]
             if head is None or head.size != obj.size or head.sha256 != obj.sha256:
                 raise WorkError(
@@ -238,15 +292,25 @@ class Publisher:
                     "(size or sha256 differ); the roots were not moved"
                 )
 
-    def _record_and_collect(self, objects: Sequence[LocalObject], report: Report) -> None:
+    def _record_and_collect(
+        self, objects: Sequence[LocalObject], report: Report, doc: dict[str, Any]
+    ) -> None:
         # Again: deleting on the word of a manifest another publisher now owns could take
         # objects from under its roots.
         assert self._lock is not None
         self._lock.check_held()
-        doc = self._manifests()
-        before = list(doc["generations"])
-        doc["generations"], stale = self._collection(before, objects, report)
-        if doc["generations"] != before:
+        before = json.loads(canonical_json(doc))
+        doc["generations"], stale = self._collection(doc["generations"], objects, report)
+        # Sizes and digests of everything a kept generation names: ours from the tree,
+        # the older ones' as recorded (absent for what format 1 wrote).
+        ours = {o.key: [o.size, o.sha256] for o in objects}
+        kept = {k for g in doc["generations"] for k in g["keys"]}
+        doc["objects"] = {
+            k: ours.get(k) or doc["objects"][k]
+            for k in sorted(kept)
+            if k in ours or k in doc["objects"]
+        }
+        if doc != before:
             self.store.put(MANIFESTS, canonical_json(doc), content_type="application/json",
                            cache_control="no-store")  # fmt: skip
         for key in stale:
@@ -280,12 +344,19 @@ class Publisher:
         return keep, sorted({k for g in generations for k in g["keys"]} - needed)
 
     def _dry_run(self, objects: Sequence[LocalObject], report: Report) -> Report:
-        state = self._state(objects)
+        doc = self._manifests()
+        todo = self._todo(objects, doc)
+        # Without the lock nothing is written, so look at what would be created too:
+        # a dry run says what a publish would send, not what it would try.
+        unrecorded = [o for o in todo if o.kind is Kind.CONTENT]
+        state = self._state(unrecorded)
+        there = {o.key for o in unrecorded if not self._needs(o, state[o.key])}
+        sent = {o.key for o in todo} - there
         for obj in objects:
-            if self._needs(obj, state[obj.key]):
+            if obj.key in sent:
                 report.put.append(obj.key)
                 report.bytes_put += obj.size
             else:
                 report.skipped.append(obj.key)
-        _, report.deleted = self._collection(self._manifests()["generations"], objects, report)
+        _, report.deleted = self._collection(doc["generations"], objects, report)
         return report

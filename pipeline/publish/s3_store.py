@@ -26,7 +26,7 @@ from botocore.exceptions import (
 )
 
 from ..errors import InputError, WorkError
-from .storage import Conflict, ObjectInfo, check_key, sha256_hex
+from .storage import Conflict, ObjectInfo, check_key, md5_hex, sha256_hex
 
 SHA256_META = "sha256"
 # Errors that mean the request was refused for who we are, not for what we asked.
@@ -172,7 +172,10 @@ class S3Store:
             response = self.client.put_object(**args)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, key) from None
-        return ObjectInfo(key, len(data), str(response["ETag"]), digest)
+        etag = str(response["ETag"])
+        # With SSE-KMS or SSE-C the ETag is not the MD5: then confirmed is False and the
+        # publisher reads the object back instead.
+        return ObjectInfo(key, len(data), etag, digest, confirmed=etag.strip('"') == md5_hex(data))
 
     def head(self, key: str) -> ObjectInfo | None:
         try:

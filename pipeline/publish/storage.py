@@ -29,6 +29,9 @@ class ObjectInfo:
     etag: str
     # sha256 of the content when the store knows it (our own uploads record it).
     sha256: str | None
+    # On a put's answer: the store itself vouched for the bytes it now holds (S3: the
+    # ETag it computed is the MD5 of what was sent), so no read-back is needed.
+    confirmed: bool = False
 
 
 class Storage(Protocol):
@@ -67,6 +70,11 @@ class Storage(Protocol):
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def md5_hex(data: bytes) -> str:
+    # Not for security: S3's ETag of a single-part, non-KMS upload is this digest.
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def check_key(key: str) -> str:
