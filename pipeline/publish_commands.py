@@ -17,6 +17,7 @@ from .publish.folder_store import FolderStore
 from .publish.publisher import Publisher, scan
 from .publish.s3_store import S3Location, S3Options, S3Store
 from .publish.storage import Storage
+from .repo.tree import CLIENTS, indexed_base_url
 
 # What publish does when not told otherwise; ``livegraft run`` publishes with these.
 # 16 uploads at a time: packages are small, so a publish waits on round trips, not on
@@ -108,6 +109,27 @@ def open_destination(dest: str, args: argparse.Namespace, settings: PublishSetti
     return FolderStore(Path(dest))
 
 
+def check_served_at(tree: Path, dest: str) -> None:
+    """Refuse a tree whose clients and metalinks could not reach ``dest``: they carry
+    absolute URLs, so a tree indexed for one place is broken anywhere else."""
+    url = indexed_base_url(tree)
+    if url is None or not url.startswith("file://"):
+        return  # http(s): served from wherever the operator put it; nothing to compare
+    where = tree / CLIENTS
+    if dest.startswith("s3://"):
+        raise InputError(
+            where, "base URL",
+            f"an http(s) URL clients can read {dest} at, not {url} (set [publish] "
+            "base_url, or pass livegraft index --base-url, and index again)",
+        )  # fmt: skip
+    if url != Path(dest).resolve().as_uri():
+        raise InputError(
+            where, "base URL",
+            f"{Path(dest).resolve().as_uri()} (where it is published), not {url} (run "
+            "livegraft index again for this destination, or publish to the folder it names)",
+        )  # fmt: skip
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise InputError(None, "--jobs", "an integer >= 1")
@@ -124,6 +146,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         config.publish.retention_hours if args.retention_hours is None else args.retention_hours
     )
     objects = scan(tree)
+    check_served_at(tree, dest)
     store = open_destination(dest, args, config.publish)
     with TransferReporter("publish") as progress:
         publisher = Publisher(

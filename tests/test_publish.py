@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -279,7 +280,6 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_to_s3_and_its_errors(seaweedfs: SeaweedFS, tmp_path: Path) -> None:
-    import os
 
     from project import make_project
 
@@ -348,3 +348,25 @@ def test_run_refuses_a_bucket_without_a_base_url_before_any_work(tmp_path: Path)
     assert cp.returncode == 2, cp.stderr
     assert cp.stderr.count("\n") == 1 and "publish.base_url" in cp.stderr, cp.stderr
     assert not any((tmp_path / "project").rglob("plan.json")), "nothing planned"
+
+
+def test_a_tree_indexed_for_another_place_is_refused(tmp_path: Path) -> None:
+    from livegraft.pipeline.repo.tree import repo_text, sources_text
+    from project import make_project
+
+    config = make_project(tmp_path / "project")
+    tree = write_tree(tmp_path / "tree", 1)
+    served = tmp_path / "served"
+    url = served.resolve().as_uri()
+    (tree / "clients/livegraft.sources").write_text(sources_text(url, ["bookworm"]))
+    (tree / "clients/livegraft.repo").write_text(repo_text(url, [("bookworm", "x86_64")]))
+    common = ["--config", str(config), "--from", str(tree)]
+    elsewhere = _cli(*common, "--to", str(tmp_path / "elsewhere"), env=dict(os.environ))
+    assert elsewhere.returncode == 2 and elsewhere.stderr.count("\n") == 1, elsewhere.stderr
+    assert f"not {url}" in elsewhere.stderr and "clients" in elsewhere.stderr
+    assert not (tmp_path / "elsewhere").exists(), "nothing written"
+    bucket = _cli(*common, "--to", "s3://bucket/prefix", env=dict(os.environ))
+    assert bucket.returncode == 2 and "an http(s) URL clients can read" in bucket.stderr
+    fine = _cli(*common, "--to", str(served), env=dict(os.environ))
+    assert fine.returncode == 0, fine.stderr
+    assert (served / "clients/livegraft.repo").read_text().count(f"gpgkey={url}/keys/") == 1

@@ -247,6 +247,32 @@ def sources_text(base_url: str, suites: Sequence[str]) -> str:
     )
 
 
+def indexed_base_url(root: Path) -> str | None:
+    """The base URL a tree's clients/ were written for (None: a tree without clients).
+
+    Read back from the files ``sources_text`` and ``repo_text`` write, so a publish can
+    refuse to put a tree where its clients and metalinks would point elsewhere.
+    """
+    import configparser
+
+    from debian.deb822 import Deb822
+
+    sources = root / CLIENTS / SOURCES
+    if sources.is_file():
+        uris = Deb822(sources.read_text(encoding="utf-8")).get("URIs", "")
+        if uris.endswith(f"/{DEB}"):
+            return uris.removesuffix(f"/{DEB}")
+    repo = root / CLIENTS / REPO_FILE
+    if repo.is_file():
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read_string(repo.read_text(encoding="utf-8"))
+        for section in parser.sections():
+            key = parser[section].get("gpgkey", "")
+            if key.endswith(f"/{KEYS}/{ARCHIVE_ASC}"):
+                return key.removesuffix(f"/{KEYS}/{ARCHIVE_ASC}")
+    return None
+
+
 def repo_text(base_url: str, repos: Sequence[tuple[str, str]]) -> str:
     out = ["# livegraft kernel livepatches (dnf): one repository per dist and architecture."]
     for dist, arch in repos:
