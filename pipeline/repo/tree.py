@@ -259,7 +259,7 @@ def indexed_base_url(root: Path) -> str | None:
 
     sources = root / CLIENTS / SOURCES
     if sources.is_file():
-        uris = Deb822(sources.read_text(encoding="utf-8")).get("URIs", "")
+        uris = str(Deb822(sources.read_text(encoding="utf-8")).get("URIs", ""))
         if uris.endswith(f"/{DEB}"):
             return uris.removesuffix(f"/{DEB}")
     repo = root / CLIENTS / REPO_FILE
