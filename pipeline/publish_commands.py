@@ -122,10 +122,11 @@ def check_served_at(tree: Path, dest: str) -> None:
             f"an http(s) URL clients can read {dest} at, not {url} (set [publish] "
             "base_url, or pass livegraft index --base-url, and index again)",
         )  # fmt: skip
-    if url != Path(dest).resolve().as_uri():
+    expected = Path(dest).resolve().as_uri()
+    if url != expected:
         raise InputError(
             where, "base URL",
-            f"{Path(dest).resolve().as_uri()} (where it is published), not {url} (run "
+            f"{expected} (where it is published), not {url} (run "
             "livegraft index again for this destination, or publish to the folder it names)",
         )  # fmt: skip
 

@@ -299,7 +299,7 @@ class Publisher:
         # objects from under its roots.
         assert self._lock is not None
         self._lock.check_held()
-        before = json.loads(canonical_json(doc))
+        before = canonical_json(doc)
         doc["generations"], stale = self._collection(doc["generations"], objects, report)
         # Sizes and digests of everything a kept generation names: ours from the tree,
         # the older ones' as recorded (absent for what format 1 wrote).
@@ -310,8 +310,9 @@ class Publisher:
             for k in sorted(kept)
             if k in ours or k in doc["objects"]
         }
-        if doc != before:
-            self.store.put(MANIFESTS, canonical_json(doc), content_type="application/json",
+        after = canonical_json(doc)
+        if after != before:
+            self.store.put(MANIFESTS, after, content_type="application/json",
                            cache_control="no-store")  # fmt: skip
         for key in stale:
             self.store.delete(key)

@@ -151,10 +151,6 @@ def check_base_url(url: str, where: str = "--base-url") -> str:
     return url.rstrip("/")
 
 
-def default_base_url(root: Path) -> str:
-    return root.resolve().as_uri()
-
-
 # -- advisories --------------------------------------------------------------------------
 
 
