@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from livegraft.signing.module_key import load_module_key
-from rich.table import Table
 
 from .build.runner import Builder, CellResult, default_jobs, parse_shard, shard_cells
 from .build.store import Store
 from .config import Config, load_config
-from .console import console
+from .console import print_cells
 from .errors import InputError
 from .files import write_atomic
 from .plan import Plan
@@ -124,27 +123,20 @@ def cmd_build(args: argparse.Namespace) -> int:
 def _print_results(
     results: list[CellResult], store: Store, signer: str, shard: tuple[int, int] | None
 ) -> None:
-    out = console()
-    table = Table(title="build" + (f" (shard {shard[0]}/{shard[1]})" if shard else ""))
-    for column in ("kernel build", "level", "status"):
-        table.add_column(column, no_wrap=True)
-    # Paths and compiler messages are what a reader copies: folded, never cut.
-    table.add_column("module / reason", overflow="fold")
-    styles = {"built": "green", "cached": "cyan", "failed": "red"}
-    for r in results:
-        detail = r.reason if r.status == "failed" else str(r.artifact.module if r.artifact else "")
-        table.add_row(
-            f"{r.cell.build.uname_r} ({r.cell.build.package_version})",
-            str(r.cell.level),
-            f"[{styles[r.status]}]{r.status}[/]",
-            detail,
-        )
-    out.print(table)
-    counts = {s: sum(1 for r in results if r.status == s) for s in styles}
-    out.print(
-        f"{counts['built']} built, {counts['cached']} cached, {counts['failed']} failed; "
-        f"signed by {signer}; store {store.root}",
-        highlight=False,
+    print_cells(
+        "build" + (f" (shard {shard[0]}/{shard[1]})" if shard else ""),
+        "module / reason",
+        [
+            (
+                f"{r.cell.build.uname_r} ({r.cell.build.package_version})",
+                r.cell.level,
+                r.status,
+                r.reason if r.status == "failed" else str(r.artifact.module if r.artifact else ""),
+            )
+            for r in results
+        ],
+        done="built",
+        tail=f"signed by {signer}; store {store.root}",
     )
 
 

@@ -16,11 +16,10 @@ import sys
 from typing import Any
 
 from livegraft.signing.module_key import ModuleKey, load_module_key
-from rich.table import Table
 
 from .build.runner import default_jobs, parse_shard, shard_cells
 from .build_commands import current_plan, open_store
-from .console import console
+from .console import print_cells
 from .errors import InputError
 from .plan_commands import _common
 from .progress import Reporter
@@ -86,24 +85,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _print_results(results: list[CellOutcome], shard: tuple[int, int] | None, where: str) -> None:
-    out = console()
-    table = Table(title="verify" + (f" (shard {shard[0]}/{shard[1]})" if shard else ""))
-    for column in ("kernel build", "level", "status"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("console log / reason", overflow="fold")
-    styles = {"verified": "green", "cached": "cyan", "failed": "red"}
-    for r in results:
-        detail = r.reason if r.status == "failed" else str(r.log or "")
-        table.add_row(
-            f"{r.cell.build.uname_r} ({r.cell.build.package_version})",
-            str(r.cell.level),
-            f"[{styles[r.status]}]{r.status}[/]",
-            detail,
-        )
-    out.print(table)
-    counts = {s: sum(1 for r in results if r.status == s) for s in styles}
-    out.print(
-        f"{counts['verified']} verified, {counts['cached']} cached, {counts['failed']} failed; "
-        f"records in {where}",
-        highlight=False,
+    print_cells(
+        "verify" + (f" (shard {shard[0]}/{shard[1]})" if shard else ""),
+        "console log / reason",
+        [
+            (
+                f"{r.cell.build.uname_r} ({r.cell.build.package_version})",
+                r.cell.level,
+                r.status,
+                r.reason if r.status == "failed" else str(r.log or ""),
+            )
+            for r in results
+        ],
+        done="verified",
+        tail=f"records in {where}",
     )
