@@ -1,4 +1,5 @@
-"""Tiny real packages for the repository tests, and clean-up of the agents clients start."""
+"""Tiny real packages and archive keys for the repository tests, and clean-up of the agents
+clients start."""
 
 from __future__ import annotations
 
@@ -9,6 +10,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from livegraft.pipeline.config import SigningSettings
+from livegraft.signing import gpg
+from livegraft.signing.gpg import ArchiveSigner, load_archive_signer
+
+
+@contextmanager
+def archive_signers(root: Path, *key_sets: tuple[int, ...]) -> Iterator[tuple[ArchiveSigner, ...]]:
+    """One archive signer per key set: ``(1,)`` signs with key 1, ``(1, 2)`` with keys 1
+    and 2 at once (a rotation). Keys are generated once each, numbered from 1."""
+    for i in sorted({i for keys in key_sets for i in keys}):
+        home = root / f"keygen{i}"
+        fp = gpg.generate_key(home, f"Key {i}", f"k{i}@example.invalid")
+        gpg.export_secret_key(home, fp, root / f"k{i}.asc")
+        gpg.kill_agent(home)
+    made = []
+    try:
+        for keys in key_sets:
+            settings = SigningSettings(archive_keys=tuple(root / f"k{i}.asc" for i in keys))
+            work = root / ("work-" + "-".join(str(i) for i in keys))
+            made.append(load_archive_signer(settings, work, name="t", environ={}))
+        yield tuple(made)
+    finally:
+        for signer in made:
+            signer.close()
 
 
 def build_rpm(top: Path, name: str, version: str, *, release: str = "1") -> Path:

@@ -17,10 +17,10 @@ from livegraft.pipeline.config import SigningSettings, load_config
 from livegraft.pipeline.errors import InputError
 from livegraft.pipeline.package.records import PackageRecord, advisories
 from livegraft.pipeline.repo import tree
-from livegraft.signing import gpg
-from livegraft.signing.gpg import ArchiveSigner, load_archive_signer
+from livegraft.signing.gpg import ArchiveSigner
 from livegraft.signing.module_key import load_module_key
 from package_factory import rpm_template, write_deb, write_rpm
+from repo_support import archive_signers
 
 COUNT = 1000
 DIST = "bookworm"
@@ -35,14 +35,8 @@ FIX = {
 
 @pytest.fixture(scope="module")
 def signer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArchiveSigner]:
-    root = tmp_path_factory.mktemp("key")
-    fp = gpg.generate_key(root / "gen", "Index test", "index@example.invalid")
-    gpg.export_secret_key(root / "gen", fp, root / "k.asc")
-    gpg.kill_agent(root / "gen")
-    with load_archive_signer(
-        SigningSettings(archive_keys=(root / "k.asc",)), root / "w", name="t", environ={}
-    ) as s:
-        yield s
+    with archive_signers(tmp_path_factory.mktemp("key"), (1,)) as (signer,):
+        yield signer
 
 
 @pytest.fixture(scope="module")

@@ -28,12 +28,11 @@ from livegraft.pipeline.package.records import PackageRecord, advisories
 from livegraft.pipeline.publish.publisher import LOCK, MANIFESTS, Publisher, scan
 from livegraft.pipeline.publish.s3_store import S3Location, S3Options, S3Store
 from livegraft.pipeline.repo import tree
-from livegraft.signing import gpg
-from livegraft.signing.gpg import ArchiveSigner, load_archive_signer
+from livegraft.signing.gpg import ArchiveSigner
 from livegraft.signing.module_key import load_module_key
 from package_factory import write_deb
 from project import make_project
-from repo_support import build_rpm
+from repo_support import archive_signers, build_rpm
 from seaweed import SeaweedFS
 from test_index_clients import Apt, Dnf, Published
 from test_index_tree import record
@@ -140,14 +139,8 @@ class Bucket:
 
 @pytest.fixture(scope="module")
 def signer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArchiveSigner]:
-    root = tmp_path_factory.mktemp("key")
-    fp = gpg.generate_key(root / "gen", "Publish test", "publish@example.invalid")
-    gpg.export_secret_key(root / "gen", fp, root / "k.asc")
-    gpg.kill_agent(root / "gen")
-    with load_archive_signer(
-        SigningSettings(archive_keys=(root / "k.asc",)), root / "w", name="t", environ={}
-    ) as s:
-        yield s
+    with archive_signers(tmp_path_factory.mktemp("key"), (1,)) as (signer,):
+        yield signer
 
 
 @pytest.fixture(scope="module")

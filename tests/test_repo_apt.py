@@ -16,13 +16,11 @@ from pathlib import Path
 
 import pytest
 from debian import deb822
-from livegraft.pipeline.config import SigningSettings
 from livegraft.pipeline.errors import InputError
 from livegraft.pipeline.repo import apt_repo
 from livegraft.pipeline.repo.advisory import Advisory
-from livegraft.signing import gpg
-from livegraft.signing.gpg import ArchiveSigner, load_archive_signer
-from repo_support import build_deb, http_server
+from livegraft.signing.gpg import ArchiveSigner
+from repo_support import archive_signers, build_deb, http_server
 
 NAME = "livepatch-6.1.0-56-amd64"
 CVE = "CVE-2024-26581"
@@ -33,17 +31,8 @@ SUITE = "bookworm"
 def signers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ArchiveSigner, ...]]:
     """The archive key, both keys of a rotation, the new key alone, an unrelated key."""
     root = tmp_path_factory.mktemp("signers")
-    for i in (1, 2, 3):
-        home = root / f"keygen{i}"
-        fp = gpg.generate_key(home, f"Key {i}", f"k{i}@example.invalid")
-        gpg.export_secret_key(home, fp, root / f"k{i}.asc")
-    made = []
-    for keys in (("k1",), ("k1", "k2"), ("k2",), ("k3",)):
-        settings = SigningSettings(archive_keys=tuple(root / f"{k}.asc" for k in keys))
-        made.append(load_archive_signer(settings, root / "-".join(keys), name="t", environ={}))
-    yield tuple(made)
-    for signer in made:
-        signer.close()
+    with archive_signers(root, (1,), (1, 2), (2,), (3,)) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from livegraft.pipeline.config import SigningSettings
 from livegraft.pipeline.errors import InputError
 from livegraft.pipeline.repo import rpm_repo
 from livegraft.pipeline.repo.advisory import Advisory, Reference
-from livegraft.signing import gpg
-from livegraft.signing.gpg import ArchiveSigner, load_archive_signer
-from repo_support import build_rpm, http_server, kill_agents_under
+from livegraft.signing.gpg import ArchiveSigner
+from repo_support import archive_signers, build_rpm, http_server, kill_agents_under
 
 pytestmark = pytest.mark.skipif(shutil.which("dnf") is None, reason="dnf is not installed")
 
@@ -43,18 +41,8 @@ class Packages:
 def signers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ArchiveSigner, ...]]:
     """The archive signer, a second key (rotation), and an unrelated one (the wrong key)."""
     root = tmp_path_factory.mktemp("signers")
-    made = []
-    for i in (1, 2, 3):
-        home = root / f"keygen{i}"
-        fp = gpg.generate_key(home, f"Key {i}", f"k{i}@example.invalid")
-        gpg.export_secret_key(home, fp, root / f"k{i}.asc")
-    for keys in (("k1.asc",), ("k1.asc", "k2.asc"), ("k2.asc",), ("k3.asc",)):
-        settings = SigningSettings(archive_keys=tuple(root / k for k in keys))
-        work = root / ("work-" + "-".join(k.removesuffix(".asc") for k in keys))
-        made.append(load_archive_signer(settings, work, name="t", environ={}))
-    yield tuple(made)
-    for signer in made:
-        signer.close()
+    with archive_signers(root, (1,), (1, 2), (2,), (3,)) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")
