@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from apt_client import AptRoot
 from conftest import REPO
 from livegraft.pipeline.cli import main
 from livegraft.pipeline.kernels.apt_source import discover_apt
@@ -118,69 +119,27 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Publis
     kill_agents_under(root)
 
 
-class Apt:
+class Apt(AptRoot):
     """An isolated apt root whose one source is the tree's clients/livegraft.sources."""
 
     def __init__(self, tmp: Path, pub: Published) -> None:
-        self.root = root = tmp / "aptroot"
-        for folder in (
-            "etc/apt/apt.conf.d", "etc/apt/preferences.d", "etc/apt/sources.list.d",
-            "var/lib/apt/lists/partial", "var/cache/apt/archives/partial", "var/lib/dpkg/info",
-            "var/lib/dpkg/updates", "var/log/apt",
-        ):  # fmt: skip
-            (root / folder).mkdir(parents=True, exist_ok=True)
-        (root / "var/lib/dpkg/status").touch()
+        tmp.mkdir(parents=True, exist_ok=True)
         keyring = pub.fetch("keys/livegraft-archive.gpg", tmp / "livegraft-archive.gpg")
         sources = pub.fetch("clients/livegraft.sources", tmp / "livegraft.sources").read_text()
         assert "Signed-By: /usr/share/keyrings/livegraft-archive.gpg\n" in sources
         # The keyring's install step, into this client's own folder instead of the host's.
-        (root / "etc/apt/sources.list.d/livegraft.sources").write_text(
-            sources.replace("/usr/share/keyrings/livegraft-archive.gpg", str(keyring))
-        )
-        self.config = root / "apt.conf"
-        self.config.write_text(
-            f'Dir "{root}/";\nDir::State::status "{root}/var/lib/dpkg/status";\n'
-            'Dir::Bin::Methods "/usr/lib/apt/methods";\n'
-            'APT::Architecture "amd64";\nAPT::Architectures { "amd64"; };\n'
-            'APT::Sandbox::User "root";\nAcquire::Languages "none";\n'
-            f'DPkg::Options {{ "--root={root}"; "--force-script-chrootless";'
-            f' "--log={root}/var/log/dpkg.log"; }};\n'
-            "Acquire::IndexTargets::deb::Livegraft-Advisories {\n"
-            '  MetaKey "$(COMPONENT)/advisories/Advisories";\n'
-            '  ShortDescription "Advisories";\n'
-            '  Description "$(RELEASE)/$(COMPONENT) livegraft advisories";\n'
-            "};\n"
+        super().__init__(
+            tmp / "aptroot",
+            sources.replace("/usr/share/keyrings/livegraft-archive.gpg", str(keyring)),
         )
 
     def __call__(self, *args: str) -> str:
-        cp = subprocess.run(
-            ["apt-get", "-y", *args],
-            env={
-                "APT_CONFIG": str(self.config), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-                "LANG": "C", "DEBIAN_FRONTEND": "noninteractive",
-            },
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-        output = cp.stdout + cp.stderr
-        assert cp.returncode == 0 and "\nE: " not in "\n" + output, output
-        return output
-
-    def forget_lists(self) -> None:
-        # If-Modified-Since has one-second resolution: a quick republish looks unchanged.
-        for path in (self.root / "var/lib/apt/lists").iterdir():
-            if path.is_file() and path.name != "lock":
-                path.unlink()
-
-    def version(self, name: str) -> str | None:
-        status = (self.root / "var/lib/dpkg/status").read_text()
-        for stanza in status.split("\n\n"):
-            if f"Package: {name}\n" in stanza + "\n" and "Status: install ok installed" in stanza:
-                return stanza.split("Version: ", 1)[1].split("\n", 1)[0]
-        return None
+        cp = self.run(*args)
+        return cp.stdout + cp.stderr
 
     def advisories(self) -> str:
-        found = list((self.root / "var/lib/apt/lists").glob("*_advisories_Advisories"))
-        return found[0].read_text() if found else ""
+        found = self.list_file("_advisories_Advisories")
+        return found.read_text() if found else ""
 
 
 class Dnf:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from apt_client import AptRoot
 from debian import deb822
 from livegraft.pipeline.errors import InputError
 from livegraft.pipeline.repo import apt_repo
@@ -76,82 +77,24 @@ def publish(
     return apt_repo.index_apt_repo(root, suite=SUITE, signer=signer, advisories=advisories, now=now)
 
 
-class Apt:
-    """An isolated apt: its own lists, cache, dpkg database, and one deb822 source."""
+class Apt(AptRoot):
+    """An isolated apt whose one source is the repository at ``url``."""
 
     def __init__(self, tmp: Path, url: str, signer: ArchiveSigner) -> None:
-        self.root = root = tmp / "aptroot"
-        for folder in (
-            "etc/apt/apt.conf.d",
-            "etc/apt/preferences.d",
-            "etc/apt/sources.list.d",
-            "var/lib/apt/lists/partial",
-            "var/cache/apt/archives/partial",
-            "var/lib/dpkg/info",
-            "var/lib/dpkg/updates",
-            "var/log/apt",
-        ):
-            (root / folder).mkdir(parents=True, exist_ok=True)
-        (root / "var/lib/dpkg/status").touch()
+        tmp.mkdir(parents=True, exist_ok=True)
         keyring = tmp / "archive-keyring.gpg"
         keyring.write_bytes(signer.public_keyring())
-        (root / "etc/apt/sources.list.d/livegraft.sources").write_text(
+        sources = (
             f"Types: deb\nURIs: {url}/\nSuites: {SUITE}\nComponents: main\nSigned-By: {keyring}\n"
         )
-        self.config = root / "apt.conf"
-        self.config.write_text(
-            f'Dir "{root}/";\n'
-            f'Dir::State::status "{root}/var/lib/dpkg/status";\n'
-            'Dir::Bin::Methods "/usr/lib/apt/methods";\n'
-            'APT::Architecture "amd64";\nAPT::Architectures { "amd64"; };\n'
-            'APT::Sandbox::User "root";\nAcquire::Languages "none";\n'
-            f'DPkg::Options {{ "--root={root}"; "--force-script-chrootless";'
-            f' "--log={root}/var/log/dpkg.log"; }};\n'
-            # What apt-livegraft would ship: fetch the advisory index, checked against
-            # the signed Release like every other index.
-            "Acquire::IndexTargets::deb::Livegraft-Advisories {\n"
-            '  MetaKey "$(COMPONENT)/advisories/Advisories";\n'
-            '  ShortDescription "Advisories";\n'
-            '  Description "$(RELEASE)/$(COMPONENT) livegraft advisories";\n'
-            "};\n"
-        )
+        super().__init__(tmp / "aptroot", sources)
 
     def __call__(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        cp = subprocess.run(
-            ["apt-get", "-y", *args],
-            env={
-                "APT_CONFIG": str(self.config),
-                "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-                "LANG": "C",
-                "DEBIAN_FRONTEND": "noninteractive",
-            },
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        output = cp.stdout + cp.stderr
-        if ok:
-            assert cp.returncode == 0 and "\nE: " not in "\n" + output, output
-        else:
-            assert cp.returncode != 0, output
-        return cp
-
-    def forget_lists(self) -> None:
-        """apt asks with If-Modified-Since at one-second resolution: a republish within
-        the same second would look unchanged."""
-        lists = self.root / "var/lib/apt/lists"
-        for path in lists.iterdir():
-            if path.is_file() and path.name != "lock":
-                path.unlink()
+        return self.run(*args, ok=ok)
 
     def installed(self, name: str = NAME) -> str | None:
         path = self.root / "opt" / name
         return path.read_text().strip() if path.exists() else None
-
-    def list_file(self, suffix: str) -> Path | None:
-        found = list((self.root / "var/lib/apt/lists").glob(f"*{suffix}"))
-        return found[0] if found else None
 
 
 def paragraphs(data: bytes | str) -> dict[str, dict[str, str]]:
