@@ -1,4 +1,5 @@
-"""Shared test helpers: where the repository and the shared errata fixtures are."""
+"""Shared test helpers: where the repository and the shared errata fixtures are, the
+module-signing key the build, verify and package tests sign with, and the S3 server."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from livegraft.signing.module_key import CERT_FILE, KEY_FILE, generate_module_key
 from seaweed import SeaweedFS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -18,6 +20,14 @@ def shared_errata() -> Path:
     if not SHARED_ERRATA.is_dir():
         pytest.skip("../shared/fixtures/errata is not present beside the checkout")
     return SHARED_ERRATA
+
+
+@pytest.fixture(scope="session")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A module-signing key and certificate, as ``livegraft keys init`` makes them."""
+    keys = tmp_path_factory.mktemp("signing-key")
+    generate_module_key(keys, "tests")
+    return keys / KEY_FILE, keys / CERT_FILE
 
 
 @pytest.fixture(scope="session")

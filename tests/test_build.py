@@ -28,7 +28,7 @@ from elftools.elf.elffile import ELFFile
 from livegraft.pipeline.cli import main
 from livegraft.pipeline.kernels.apt_source import discover_apt
 from livegraft.pipeline.modinfo import read_modinfo
-from livegraft.signing.module_key import CERT_FILE, KEY_FILE, generate_module_key
+from livegraft.signing.module_key import CERT_FILE, generate_module_key
 from livegraft.signing.module_signature import SIGNATURE_MARKER
 
 CACHE = Path(os.environ.get("LIVEGRAFT_TEST_CACHE", "/tmp/livegraft-cache"))
@@ -47,13 +47,6 @@ def builds() -> tuple[str, ...]:
     if not chosen:
         pytest.skip("the machine's apt sources offer no Debian kernel headers")
     return tuple(chosen[:2])
-
-
-@pytest.fixture(scope="session")
-def signing_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    keys = tmp_path_factory.mktemp("signing-key")
-    generate_module_key(keys, "tests")
-    return keys / KEY_FILE, keys / CERT_FILE
 
 
 @dataclass

@@ -31,7 +31,6 @@ from livegraft.pipeline.proc import run
 from livegraft.pipeline.verify import qemu
 from livegraft.pipeline.verify.initramfs import BUSYBOX
 from livegraft.signing.gpg import load_archive_signer
-from livegraft.signing.module_key import CERT_FILE, KEY_FILE, generate_module_key
 from livegraft.signing.module_signature import SIGNATURE_MARKER, strip_signature
 
 CACHE = Path(tempfile.gettempdir()) / "livegraft-test-verify-cache"
@@ -133,13 +132,6 @@ class Packaged:
             (self.project.work / "store" / artifact / "build.json").read_text(encoding="utf-8")
         )
         return value
-
-
-@pytest.fixture(scope="module")
-def signing_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    keys = tmp_path_factory.mktemp("signing-key")
-    generate_module_key(keys, "tests")
-    return keys / KEY_FILE, keys / CERT_FILE
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,6 @@ from livegraft.pipeline.proc import run as run_command
 from livegraft.pipeline.verify import qemu, verified
 from livegraft.pipeline.verify import runner as verify_runner
 from livegraft.pipeline.verify.initramfs import BUSYBOX, base_image
-from livegraft.signing.module_key import CERT_FILE, KEY_FILE, generate_module_key
 from livegraft.signing.module_signature import SIGNATURE_MARKER, strip_signature
 
 # The verify tests' cache: header trees for 6.1.0-55/-56 and the newest 6.12, and the
@@ -58,13 +57,6 @@ def newer() -> str:
     if not found:
         pytest.skip(f"the machine's apt sources offer no {NEWER}")
     return ordered(found)[-1].uname_r
-
-
-@pytest.fixture(scope="module")
-def signing_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    keys = tmp_path_factory.mktemp("signing-key")
-    generate_module_key(keys, "tests")
-    return keys / KEY_FILE, keys / CERT_FILE
 
 
 @dataclass
