@@ -9,7 +9,13 @@ from pathlib import Path
 
 from conftest import REPO
 
-PACKAGES = {"pipeline": "livegraft.pipeline", "signing": "livegraft.signing"}
+PACKAGES = {
+    "pipeline": "livegraft.pipeline",
+    "signing": "livegraft.signing",
+    "client": "livegraft.client",
+}
+# Code that runs on a host's own /usr/bin/python3 (3.9 on RHEL 9), not in the venv.
+HOST_CODE = ["client", "plugins"]
 
 
 def _tool(name: str) -> str:
@@ -18,7 +24,7 @@ def _tool(name: str) -> str:
 
 def test_ruff_clean() -> None:
     cp = subprocess.run(
-        [_tool("ruff"), "check", *PACKAGES, "tests", "bench", "--no-cache"],
+        [_tool("ruff"), "check", *PACKAGES, "plugins", "tests", "bench", "--no-cache"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -29,7 +35,7 @@ def test_ruff_clean() -> None:
 
 def test_ruff_format_clean() -> None:
     cp = subprocess.run(
-        [_tool("ruff"), "format", "--check", *PACKAGES, "tests", "bench", "--no-cache"],
+        [_tool("ruff"), "format", "--check", *PACKAGES, "plugins", "tests", "bench", "--no-cache"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -55,3 +61,35 @@ def test_mypy_strict(tmp_path: Path) -> None:
         env={**os.environ, "MYPYPATH": str(tmp_path)},
     )
     assert cp.returncode == 0, cp.stdout + cp.stderr
+
+
+def test_host_code_runs_on_python_3_9() -> None:
+    # vermin reads the syntax and the standard library calls each file needs.
+    cp = subprocess.run(
+        [_tool("vermin"), "--no-tips", "--violations", "-t=3.9-", *HOST_CODE],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+
+
+def test_client_imports_only_the_standard_library() -> None:
+    # The client must not pull the pipeline (or anything from PyPI) onto a host.
+    import ast
+
+    allowed = set(sys.stdlib_module_names) | {"livegraft"}
+    for path in (REPO / "client").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{path}: imports {name}"
+                assert not name.startswith("livegraft.") or name.startswith("livegraft.client"), (
+                    f"{path}: imports {name}"
+                )
