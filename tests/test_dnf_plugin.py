@@ -10,6 +10,8 @@ Tests run in file order: the last one publishes level 2 and upgrades to it.
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,6 +136,18 @@ def test_another_installroot_is_left_alone(host: DnfHost) -> None:
     assert host.installed(rpm_name(SIBLING)) is None
 
 
+def test_a_missing_client_core_never_breaks_dnf(host: DnfHost, tmp_path: Path) -> None:
+    host.client_path = tmp_path / "empty"
+    host.client_path.mkdir()
+    output = host.dnf("install", rpm_name(RUNNING))
+    assert host.installed(rpm_name(RUNNING)) == "1"
+    assert "livegraft: auto mode skipped: No module named 'livegraft'" in output, output
+    assert "livegraft: failed: No module named 'livegraft'" in output
+    assert host.kernel.log() == []
+    output = host.dnf("livegraft", "status", status=1)
+    assert "the client core cannot be loaded" in output and "reinstall livegraft-client" in output
+
+
 def test_seaweedfs(
     project: Project, seaweedfs: SeaweedFS, tmp_path: Path, client_path: Path, version: str
 ) -> None:
@@ -158,6 +172,44 @@ def test_seaweedfs(
     status, output = livegraft("index", "--config", str(project.config), "--base-url",
                                project.url)  # fmt: skip
     assert status == 0, output
+
+
+def test_host_set_up_as_the_readme_says(
+    project: Project, tmp_path: Path, client_path: Path, version: str
+) -> None:
+    """The README's three commands (repo file, key, install), with the client and the
+    plugin as the packages install them: nothing of this checkout's own files is used."""
+    host = DnfHost(tmp_path, "", client_path, version=version)
+    root = host.root
+    # 1. the repository file from the tree's clients/
+    shutil.copy(project.public / "clients/livegraft.repo", host.repos / "livegraft.repo")
+    # 2. the archive key into the host's RPM database
+    subprocess.run(
+        ["rpm", "--root", str(root), "--import",
+         str(project.public / "keys/livegraft-archive.asc")],
+        check=True, env={"HOME": str(host.home), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )  # fmt: skip
+    # 3. the client and the plugin, then the first upgrade with the plugin in place
+    host.plugin_dir = root / "nonexistent"  # none yet: dnf runs plugin-less, as on a fresh host
+    host.dnf("install", "livegraft-client", "python3-dnf-plugin-livegraft")
+    installed = root / "usr/lib/python3/dist-packages/dnf-plugins/livegraft.py"
+    assert installed.is_file() and (root / "etc/dnf/plugins/livegraft.conf").is_file()
+    assert (root / "usr/lib/systemd/system/livegraft.service").is_file()
+    host.plugin_dir, host.conf_dir = installed.parent, root / "etc/dnf/plugins"
+    host.client_path = root / "usr/share/livegraft/python"
+    output = host.dnf("upgrade")
+    assert f"livegraft: applied: {module_name(RUNNING, 1)}" in output, output
+    # livegraftctl as packaged, on the distribution's python3.
+    cp = subprocess.run(
+        ["/usr/bin/python3", str(root / "usr/bin/livegraftctl"), "status", "--json"],
+        env=host.env(), capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    doc = json.loads(cp.stdout)
+    assert doc["patch"]["state"] == "applied" and doc["patch"]["fixes"] == [
+        "LGSA-SAMPLE-0001",
+        "LGSA-SAMPLE-0002",
+    ]
 
 
 def test_a_new_level_replaces_the_old_one_on_dnf_upgrade(project: Project, host: DnfHost) -> None:

@@ -188,7 +188,12 @@ class LivegraftCommand(dnf.cli.Command):
         self.cli.demands.available_repos = False
 
     def run(self) -> None:
-        apply = _client()
+        try:
+            apply = _client()
+        except ImportError as exc:
+            raise dnf.exceptions.Error(
+                f"livegraft: the client core cannot be loaded ({exc}): reinstall livegraft-client"
+            ) from None
         from livegraft.client.state import set_auto
         from livegraft.client.status import exit_status, render, status
 
