@@ -55,7 +55,7 @@ def _provided(pkg: Any, name: str) -> list[str]:
     return [str(r)[len(prefix) :] for r in pkg.provides if str(r).startswith(prefix)]
 
 
-class Livegraft(dnf.Plugin):
+class Livegraft(dnf.Plugin):  # type: ignore[misc]  # dnf ships no type information
     name = "livegraft"
 
     def __init__(self, base: Any, cli: Any) -> None:
@@ -74,7 +74,7 @@ class Livegraft(dnf.Plugin):
 
     def _on_target(self) -> bool:
         wanted = os.environ.get("LIVEGRAFT_ROOT") or "/"
-        return os.path.realpath(self.base.conf.installroot) == os.path.realpath(wanted)
+        return os.path.realpath(str(self.base.conf.installroot)) == os.path.realpath(wanted)
 
     # -- auto mode ------------------------------------------------------------------------
 
@@ -174,7 +174,7 @@ class Livegraft(dnf.Plugin):
                 logger.warning(outcome.line())
 
 
-class LivegraftCommand(dnf.cli.Command):
+class LivegraftCommand(dnf.cli.Command):  # type: ignore[misc]
     aliases = ("livegraft",)
     summary = "livegraft kernel livepatches: status, apply, auto on|off"
 
