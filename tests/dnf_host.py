@@ -110,7 +110,7 @@ def kernel_core(out: Path, uname_r: str) -> Path:
     spec.write_text(
         f"Name: kernel-core\nVersion: {version}\nRelease: {release}\n"
         f"Summary: kernel {uname_r} (metadata only)\nLicense: GPL-2.0-only\n"
-        f"Provides: kernel-uname-r = {evr}\n"
+        f"Provides: kernel-uname-r = {evr}\nProvides: installonlypkg(kernel)\n"
         f"%description\nThe kernel {uname_r}, metadata only, for the plugin tests.\n%files\n"
     )
     subprocess.run(

@@ -423,3 +423,26 @@ def test_a_bad_setting_is_exit_2(host: Host) -> None:
     cp = host.ctl("status")
     assert cp.returncode == 2
     assert "livegraft.conf: [client] on_stall: revert or keep, not 'maybe'" in one_line(cp)
+
+
+def test_the_boot_unit_is_valid_for_systemd(tmp_path: Path) -> None:
+    unit = tmp_path / "livegraft.service"
+    unit.write_text((REPO / "client" / "livegraft.service").read_text())
+    cp = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    complaints = [
+        line
+        for line in (cp.stdout + cp.stderr).splitlines()
+        # The unit names the installed path, which this machine does not have.
+        if "/usr/bin/livegraftctl" not in line and line.strip()
+    ]
+    # (Its exit status is 1 for that missing command alone.)
+    assert complaints == [], cp.stdout + cp.stderr
+    text = unit.read_text()
+    assert "ExecStart=/usr/bin/livegraftctl apply --boot" in text
+    assert "ConditionKernelCommandLine=!livegraft.enable=0" in text

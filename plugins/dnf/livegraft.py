@@ -25,7 +25,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+
+# dnf itself never imports typing: the annotations alone should not make every dnf
+# command pay for it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 import dnf
 import dnf.cli
