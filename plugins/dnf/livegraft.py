@@ -26,17 +26,17 @@ import logging
 import os
 import sys
 
-# dnf itself never imports typing: the annotations alone should not make every dnf
-# command pay for it.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
-
 import dnf
 import dnf.cli
 import dnf.exceptions
 import dnf.selector
 import libdnf.transaction
+
+# dnf itself never imports typing: the annotations alone should not make every dnf
+# command pay for it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 logger = logging.getLogger("dnf.plugin")
 
