@@ -15,15 +15,13 @@ It travels only through environment variables (sign-file reads ``KBUILD_SIGN_PIN
 openssl ``-passin env:``): never an argument list, a log line or an error message.
 
 What a client checks is the signer: the certificate's sha256 fingerprint (over its
-DER encoding) and its subject.
+DER encoding), its subject, and the names the kernel and sign-file give it (subject key
+id, issuer and serial: ``signing.certificate``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import fcntl
-import hashlib
 import os
 import re
 import tempfile
@@ -34,6 +32,8 @@ from pathlib import Path
 from livegraft.pipeline.config import SigningSettings
 from livegraft.pipeline.errors import InputError, WorkError
 from livegraft.pipeline.proc import CommandError, run
+
+from .certificate import Certificate, certificate_der, read_certificate
 
 ENV_KEY = "LIVEGRAFT_MODULE_KEY"
 ENV_CERT = "LIVEGRAFT_MODULE_CERT"
@@ -66,9 +66,6 @@ subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 """
 _VALIDITY_DAYS = "36500"
-_PEM_CERT = re.compile(
-    rb"-----BEGIN CERTIFICATE-----\s*(.+?)\s*-----END CERTIFICATE-----", re.DOTALL
-)
 
 
 @dataclass(frozen=True)
@@ -80,18 +77,20 @@ class ModuleKey:
     # RFC 2253, as ``openssl x509 -subject -nameopt RFC2253`` prints it.
     subject: str
     generated: bool
+    # Also issuer, serial and subject key id: see signing.certificate.
+    certificate: Certificate = field(repr=False)
     passphrase: str | None = field(default=None, repr=False)
 
-    def signer(self) -> dict[str, str]:
-        """The signer identity recorded with every module it signs."""
-        return {"fingerprint": self.fingerprint, "subject": self.subject}
+    def signer(self) -> dict[str, str | None]:
+        """The signer identity recorded with every module it signs (build.json)."""
+        return self.certificate.signer()
 
     def sign_env(self) -> dict[str, str]:
         """Environment for sign-file: the passphrase, when there is one."""
         return {"KBUILD_SIGN_PIN": self.passphrase} if self.passphrase is not None else {}
 
     def cert_der(self) -> bytes:
-        return _cert_der(self.cert, "module_cert")
+        return certificate_der(self.cert, "module_cert")
 
 
 def load_module_key(
@@ -122,6 +121,28 @@ def load_module_key(
     return _checked(key, cert, _passphrase(settings, env), fields, generated=False)
 
 
+def configured_certificate(
+    settings: SigningSettings, work_dir: Path, environ: Mapping[str, str] | None = None
+) -> Certificate | None:
+    """The module certificate the build would sign with, read without its private key.
+
+    Same order as ``load_module_key``; None when none is configured and none was
+    generated yet. For stages that only need the signer's identity (package).
+    """
+    env = os.environ if environ is None else environ
+    if env.get(ENV_CERT):
+        cert, fld = Path(env[ENV_CERT]), ENV_CERT
+    elif settings.module_cert is not None:
+        cert, fld = settings.module_cert, "signing.module_cert"
+    else:
+        cert, fld = work_dir / KEYS_DIR / CERT_FILE, "cert"
+        if not cert.is_file():
+            return None
+    if not cert.is_file():
+        raise InputError(cert, fld, "module-signing file not found")
+    return read_certificate(cert, fld)
+
+
 def _passphrase(settings: SigningSettings, env: Mapping[str, str]) -> str | None:
     if ENV_PASSPHRASE in env:
         return env[ENV_PASSPHRASE]
@@ -139,49 +160,10 @@ def _passphrase(settings: SigningSettings, env: Mapping[str, str]) -> str | None
         raise InputError(source[0], source[1], "a readable passphrase file") from None
 
 
-def _cert_der(cert: Path, fld: str) -> bytes:
-    try:
-        data = cert.read_bytes()
-    except OSError as exc:
-        raise InputError(cert, fld, f"cannot read ({exc.strerror})") from None
-    m = _PEM_CERT.search(data)
-    if m is None:
-        # DER: an ASN.1 SEQUENCE with a long-form length.
-        if data[:1] == b"\x30" and len(data) > 2 and 0x81 <= data[1] <= 0x84:
-            return data
-        raise InputError(cert, fld, "an X.509 certificate, PEM or DER")
-    try:
-        return base64.b64decode(b"".join(m.group(1).split()), validate=True)
-    except binascii.Error:
-        raise InputError(cert, fld, "an X.509 certificate with valid PEM base64") from None
-
-
 def _checked(
     key: Path, cert: Path, passphrase: str | None, fields: tuple[str, str], *, generated: bool
 ) -> ModuleKey:
-    der = _cert_der(cert, fields[1])
-    fingerprint = hashlib.sha256(der).hexdigest()
-    inform = "PEM" if _PEM_CERT.search(cert.read_bytes()) else "DER"
-    try:
-        shown = run(
-            [
-                "openssl",
-                "x509",
-                "-inform",
-                inform,
-                "-in",
-                cert,
-                "-noout",
-                "-subject",
-                "-nameopt",
-                "RFC2253",
-                "-pubkey",
-            ]
-        )
-    except CommandError:
-        raise InputError(cert, fields[1], "an X.509 certificate openssl can read") from None
-    subject_line, _, cert_pubkey = shown.stdout.partition("\n")
-    subject = subject_line.removeprefix("subject=").strip()
+    certificate = read_certificate(cert, fields[1])
     try:
         key_pubkey = run(
             ["openssl", "pkey", "-in", key, "-pubout", "-passin", f"env:{_OPENSSL_PASS_VAR}"],
@@ -192,9 +174,11 @@ def _checked(
         raise InputError(
             key, fields[0], "a PEM private key readable with the passphrase given (if any)"
         ) from None
-    if key_pubkey.strip() != cert_pubkey.strip():
+    if key_pubkey.strip() != certificate.public_key:
         raise InputError(key, fields[0], f"the private key of the certificate {cert}")
-    return ModuleKey(key, cert, fingerprint, subject, generated, passphrase)
+    return ModuleKey(
+        key, cert, certificate.fingerprint, certificate.subject, generated, certificate, passphrase
+    )
 
 
 def generate_module_key(keys: Path, name: str) -> None:

@@ -151,3 +151,37 @@ def test_keys_init_makes_one_key_for_every_shard(tmp_path: Path) -> None:
     ok = _keys_init(config, **{ENV_KEY: str(key), ENV_CERT: str(cert), ENV_PASSPHRASE: SECRET})
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["subject"] == "CN=test signer" and SECRET not in ok.stdout
+
+
+def _openssl_names(cert: Path) -> tuple[str, str | None]:
+    """serial and subjectKeyIdentifier as openssl prints them, unconverted."""
+    text = _openssl("x509", "-in", str(cert), "-noout", "-serial", "-ext", "subjectKeyIdentifier")
+    lines = text.decode().splitlines()
+    serial = lines[0].removeprefix("serial=")
+    skid = lines[2].strip() if len(lines) > 2 else None
+    return serial, skid
+
+
+def test_the_signer_names_the_kernel_and_sign_file_use(tmp_path: Path) -> None:
+    key = load_module_key(NONE, tmp_path, name="example", environ={})
+    serial, skid = _openssl_names(key.cert)
+    assert skid is not None and ":" in skid and serial.isupper()
+    signer = key.signer()
+    # /proc/keys shows "<CN>: <skid>" in lowercase hex without colons; PKCS#7 carries
+    # the serial as a number (lowercase hex, no leading zeros).
+    assert signer["subject_key_id"] == skid.replace(":", "").lower()
+    assert signer["serial"] == serial.lower().lstrip("0")
+    assert signer["issuer"] == signer["subject"] == key.subject
+    assert signer["fingerprint"] == key.fingerprint
+    assert set(signer) == {"fingerprint", "subject", "issuer", "serial", "subject_key_id"}
+
+
+def test_a_certificate_without_key_id_and_with_a_zero_led_serial(tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    _openssl("req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+             "-out", str(cert), "-subj", "/O=Example/CN=no key id", "-days", "2",
+             "-set_serial", "0x00ab", "-addext", "subjectKeyIdentifier=none")  # fmt: skip
+    assert _openssl_names(cert) == ("AB", None)
+    signer = load_module_key(SigningSettings(key, cert), tmp_path, environ={}).signer()
+    assert (signer["serial"], signer["subject_key_id"]) == ("ab", None)
+    assert signer["issuer"] == "CN=no key id,O=Example"
