@@ -15,6 +15,9 @@ from typing import Any
 
 from .errors import InputError
 
+# Debian's dnf pluginpath; Fedora and RHEL use their python3_sitelib's dnf-plugins
+# (/usr/lib/python3.9/site-packages/dnf-plugins on EL9), which the config then names.
+DEFAULT_DNF_PLUGIN_DIR = "/usr/lib/python3/dist-packages/dnf-plugins"
 TOP_LEVEL_KEYS = {
     "name": "a short name for this pipeline (string)",
     "work_dir": "where state, plans and reports go (path)",
@@ -52,6 +55,14 @@ PACKAGES_KEYS = {
         "the time every package carries, in seconds since 1970 (integer; fixed, so that "
         "two builds of the same input are identical)"
     ),
+    "dnf_plugin_dir": (
+        "where python3-dnf-plugin-livegraft installs the dnf plugin: the hosts' dnf "
+        f"pluginpath (absolute path; default {DEFAULT_DNF_PLUGIN_DIR})"
+    ),
+    "client_source": (
+        "the livegraft source tree the client packages are built from, holding client/ "
+        "and plugins/dnf/ (path; default: the tree this livegraft runs from)"
+    ),
 }
 PUBLISH_KEYS = {
     "to": (
@@ -79,6 +90,8 @@ DEFAULT_MAINTAINER = "livegraft <livegraft@localhost.invalid>"
 # (a CI job sets that per commit): the same level must come out byte for byte the same.
 DEFAULT_SOURCE_DATE_EPOCH = 1704067200
 _MAINTAINER = re.compile(r"[^<>\n]*[^<>\s] <[^<>@\s]+@[^<>@\s]+>")
+# An absolute path a package may install to and a spec file may name as it is.
+_INSTALL_PATH = re.compile(r"(/[A-Za-z0-9._+-]+)+")
 # The [signing] keys that hold one path each.
 _SIGNING_PATH_KEYS = (
     "module_key",
@@ -113,6 +126,9 @@ class PackageSettings:
     maintainer: str = DEFAULT_MAINTAINER
     vendor: str | None = None
     source_date_epoch: int = DEFAULT_SOURCE_DATE_EPOCH
+    dnf_plugin_dir: str = DEFAULT_DNF_PLUGIN_DIR
+    # None: the source tree this livegraft runs from (package.client_files).
+    client_source: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -244,7 +260,7 @@ def _signing_settings(path: Path, base: Path, raw: Mapping[str, Any]) -> Signing
     return settings
 
 
-def _package_settings(path: Path, raw: Mapping[str, Any]) -> PackageSettings:
+def _package_settings(path: Path, base: Path, raw: Mapping[str, Any]) -> PackageSettings:
     table = _table(path, raw, "packages", PACKAGES_KEYS)
     formats = table.get("formats", [])
     if (
@@ -269,7 +285,26 @@ def _package_settings(path: Path, raw: Mapping[str, Any]) -> PackageSettings:
         raise InputError(
             path, "packages.source_date_epoch", "expected seconds since 1970, from 1980 to 2106"
         )
-    return PackageSettings(tuple(formats), maintainer, vendor, epoch)
+    plugin_dir = table.get("dnf_plugin_dir", DEFAULT_DNF_PLUGIN_DIR)
+    if (
+        not isinstance(plugin_dir, str)
+        or not _INSTALL_PATH.fullmatch(plugin_dir)
+        or any(part in (".", "..") for part in plugin_dir.split("/"))
+    ):
+        raise InputError(
+            path,
+            "packages.dnf_plugin_dir",
+            "an absolute folder path of letters, digits and ._+- (such as "
+            f"{DEFAULT_DNF_PLUGIN_DIR})",
+        )
+    return PackageSettings(
+        tuple(formats),
+        maintainer,
+        vendor,
+        epoch,
+        dnf_plugin_dir=plugin_dir,
+        client_source=_path(path, base, table, "packages", "client_source"),
+    )
 
 
 def _publish_settings(path: Path, base: Path, raw: Mapping[str, Any]) -> PublishSettings:
@@ -345,6 +380,6 @@ def load_config(path: Path) -> Config:
         discover=discover,
         build=_build_settings(path, base, raw),
         signing=_signing_settings(path, base, raw),
-        packages=_package_settings(path, raw),
+        packages=_package_settings(path, base, raw),
         publish=_publish_settings(path, base, raw),
     )

@@ -4,6 +4,7 @@ A package (one per kernel build's uname -r and package family) must only ever mo
 clients upgrade to the highest version, so re-using a level for different content would
 leave hosts on the old module. The ledger records, per package, the digest of what
 its current level contains; a new digest gets the next level, the same digest keeps it.
+The client packages' revisions are kept the same way (``package.client_item``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from .errors import InputError
 from .files import write_atomic
@@ -37,20 +38,25 @@ class Entry:
 
 
 class Ledger:
+    # What the file is called in errors (a subclass keeps other numbers the same way).
+    what = "level ledger"
+
     def __init__(self, path: Path, entries: Mapping[str, Entry]) -> None:
         self.path = path
         self._entries = dict(entries)
+        # Whether assign gave out a new entry since the ledger was loaded.
+        self.changed = False
 
     @classmethod
-    def load(cls, path: Path) -> Ledger:
+    def load(cls, path: Path) -> Self:
         if not path.exists():
             return cls(path, {})
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(path, None, f"level ledger unreadable ({exc})") from None
+            raise InputError(path, None, f"{cls.what} unreadable ({exc})") from None
         if not isinstance(raw, dict) or raw.get("format") != LEDGER_FORMAT:
-            raise InputError(path, "format", f"expected a level ledger of format {LEDGER_FORMAT}")
+            raise InputError(path, "format", f"expected a {cls.what} of format {LEDGER_FORMAT}")
         packages = raw.get("packages")
         if not isinstance(packages, dict):
             raise InputError(path, "packages", "expected an object")
@@ -81,6 +87,7 @@ class Ledger:
             return current
         entry = Entry((current.level + 1) if current else 1, digest, package_version, fixes)
         self._entries[key] = entry
+        self.changed = True
         return entry
 
     def save(self) -> None:
