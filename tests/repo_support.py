@@ -87,6 +87,42 @@ def build_deb(
     return deb
 
 
+class DnfRoot:
+    """Real dnf in an empty installroot whose only repositories are the ``.repo`` text
+    given; rpm's database in the root (a HOME whose .rpmmacros sets it: Debian's rpm
+    keeps it in ~/.rpmdb otherwise)."""
+
+    def __init__(self, tmp: Path, repo_file: str) -> None:
+        self.root, self.home, self.repos = tmp / "installroot", tmp / "home", tmp / "repos.d"
+        for d in (self.root, self.home, self.repos):
+            d.mkdir(parents=True)
+        (self.home / ".rpmmacros").write_text("%_dbpath /var/lib/rpm\n")
+        (self.repos / "test.repo").write_text(repo_file)
+        self.env = {"HOME": str(self.home), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
+
+    def __call__(self, *args: str) -> str:
+        """``dnf -y ARGS``, which must succeed; its output."""
+        argv = ["dnf", "--installroot", str(self.root), "--releasever", "12", "--refresh", "-y",
+                f"--setopt=reposdir={self.repos}", *args]  # fmt: skip
+        try:
+            cp = subprocess.run(
+                argv, env=self.env, capture_output=True, text=True, timeout=180, check=False
+            )
+        finally:
+            kill_agents_under(self.root)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        return cp.stdout
+
+    def installed(self) -> list[str]:
+        """Every package in the root's rpm database, as name-version-release.arch (not the
+        gpg-pubkey entries that importing a repository's key adds)."""
+        cp = subprocess.run(
+            ["rpm", "--root", str(self.root), "-qa", "--qf", "%{NEVRA}\n"],
+            env=self.env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return sorted(p for p in cp.stdout.split() if not p.startswith("gpg-pubkey-"))
+
+
 def kill_agents_under(root: Path) -> None:
     """Stop every gpg-agent a client started for a keyring below ``root`` (librepo's
     per-repository ``pubring``, apt's temporary homes live elsewhere and die with gpgv)."""

@@ -1,13 +1,17 @@
-"""The RPM of an RPM kernel's build: the hard ``Requires`` tie RHEL's kpatch-patch has.
+"""The RPM of an RPM kernel's build: the hard ``Requires`` tie RHEL's kpatch-patch has,
+and the ``Supplements`` that makes plain dnf (no plugin, or dnf 5) pull it in.
 
 No RHEL kernel can be built or booted here, so the builder is given a stand-in module
 (any bytes ending with the signature marker): what is under test is the package, read
-back with rpm and installed into an empty root next to a metadata-only kernel RPM.
+back with rpm, installed into an empty root next to a metadata-only kernel RPM, and
+pulled in by real dnf installing that kernel from a repository holding both.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,7 @@ from livegraft.pipeline.package.item import PackageItem
 from livegraft.pipeline.package.rpm import build_rpm
 from livegraft.pipeline.proc import CommandError, run
 from livegraft.signing.module_signature import SIGNATURE_MARKER
+from repo_support import DnfRoot
 
 UNAME_R = "5.14.0-362.8.1.el9_3.x86_64"
 NAME = "kpatch-patch-5_14_0-362_8_1"
@@ -74,7 +79,7 @@ def test_an_rpm_kernel_is_required_exactly_and_provided_as_rhel_does(
         "-qp", "--queryformat",
         "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}|%{VENDOR}\n"
         "[P %{PROVIDENAME} %{PROVIDEVERSION}\n][R %{REQUIRENAME} %{REQUIREVERSION}\n]"
-        "[E %{ENHANCENAME}\n]",
+        "[E %{ENHANCENAME}\n][S %{SUPPLEMENTNAME}\n]",
         package, home=tmp_path,
     ).splitlines()  # fmt: skip
     assert said[0] == f"{NAME}-3-1.x86_64|100% Example"
@@ -83,6 +88,8 @@ def test_an_rpm_kernel_is_required_exactly_and_provided_as_rhel_does(
         f"R kernel-uname-r {UNAME_R}"
     ]
     assert not [s for s in said if s.startswith("E ")]
+    # The weak reverse tie names the same kernel build as the Requires, as it is.
+    assert rpm("-qp", "--supplements", package, home=tmp_path) == f"kernel-uname-r = {UNAME_R}\n"
     description = rpm("-qp", "--queryformat", "%{DESCRIPTION}", package, home=tmp_path)
     assert description == (
         "Fixes:\n  LGSA-1 (high): %{buildroot} and %(echo injected) %%description"
@@ -121,3 +128,19 @@ def _kernel_core(tmp_path: Path) -> Path:
     )
     (found,) = (top / "RPMS" / "x86_64").glob("kernel-core-*.rpm")
     return found
+
+
+@pytest.mark.skipif(shutil.which("dnf") is None, reason="dnf is not installed")
+def test_plain_dnf_pulls_it_in_with_its_kernel(package: Path, tmp_path: Path) -> None:
+    """No livegraft plugin here: the Supplements tag alone brings the patch with the kernel."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for rpm_file in (package, _kernel_core(tmp_path)):
+        shutil.copy(rpm_file, repo)
+    subprocess.run(["createrepo_c", "-q", str(repo)], check=True, capture_output=True)
+    dnf = DnfRoot(
+        tmp_path / "dnf",
+        f"[t]\nname=t\nbaseurl={repo.as_uri()}\nenabled=1\ngpgcheck=0\nrepo_gpgcheck=0\n",
+    )
+    dnf("install", "kernel-core")
+    assert dnf.installed() == ["kernel-core-5.14.0-362.8.1.el9_3.x86_64", f"{NAME}-3-1.x86_64"]

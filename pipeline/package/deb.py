@@ -71,28 +71,34 @@ def build_deb(item: PackageItem, work: Path) -> Path:
         for path, data in sorted(files.items())
     )
     (meta / "md5sums").write_text(md5sums, encoding="utf-8")
-    (meta / "control").write_text(
-        control(item, _installed_kib(root, meta)).dump(), encoding="utf-8"
-    )
+    (meta / "control").write_text(control(item, installed_kib(root, meta)).dump(), encoding="utf-8")
     _normalize(root, item.epoch)
     out = work / item.filename
-    run(
-        ["dpkg-deb", "--root-owner-group", "-Zxz", "--threads-max=1", "--build", root, out],
-        env={"SOURCE_DATE_EPOCH": str(item.epoch), "TZ": "UTC", "LC_ALL": "C.UTF-8"},
-    )
+    dpkg_deb_build(root, out, item.epoch)
     check_deb(out, item, work / "check")
     return out
 
 
-def _installed_kib(root: Path, skip: Path) -> int:
-    """Installed-Size as dpkg-gencontrol counts it: KiB per file, rounded up, one per folder."""
+def dpkg_deb_build(root: Path, out: Path, epoch: int) -> None:
+    """The package of the tree ``root`` (with its ``DEBIAN/``), reproducibly."""
+    run(
+        ["dpkg-deb", "--root-owner-group", "-Zxz", "--threads-max=1", "--build", root, out],
+        env={"SOURCE_DATE_EPOCH": str(epoch), "TZ": "UTC", "LC_ALL": "C.UTF-8"},
+    )
+
+
+def installed_kib(root: Path, skip: Path) -> int:
+    """Installed-Size as dpkg-gencontrol counts it: KiB per file, rounded up, one per folder
+    or symlink."""
     total = 0
     for folder, dirs, names in os.walk(root):
         if Path(folder) == skip:
             dirs[:] = []
             continue
         total += 1 if Path(folder) != root else 0
-        total += sum(-(-(Path(folder) / n).stat().st_size // 1024) for n in names)
+        for n in names:
+            path = Path(folder) / n
+            total += 1 if path.is_symlink() else -(-path.stat().st_size // 1024)
     return total
 
 
@@ -101,10 +107,16 @@ def _normalize(root: Path, epoch: int) -> None:
         os.chmod(folder, 0o755)
         for n in names:
             os.chmod(Path(folder) / n, 0o644)
+    set_times(root, epoch)
+
+
+def set_times(root: Path, epoch: int) -> None:
+    """Every mtime below ``root`` (symlinks' own, not their targets') set to ``epoch``."""
     # Files first, then folders deepest first: touching a file changes its folder's mtime.
-    for folder, _, names in sorted(os.walk(root), key=lambda w: -len(Path(w[0]).parts)):
-        for n in names:
-            os.utime(Path(folder) / n, (epoch, epoch))
+    for folder, dirs, names in sorted(os.walk(root), key=lambda w: -len(Path(w[0]).parts)):
+        # os.walk lists a symlink to a folder among the folders.
+        for n in [*names, *(d for d in dirs if (Path(folder) / d).is_symlink())]:
+            os.utime(Path(folder) / n, (epoch, epoch), follow_symlinks=False)
         os.utime(folder, (epoch, epoch))
 
 

@@ -7,6 +7,11 @@ provide it, so its package only ``Enhances`` it: installable anywhere, pulling n
 RPM allows one ``-`` in a dependency's version, so a Debian ``uname -r`` appears there
 with its later ``-`` as ``_`` (``6.1.0-56_amd64``); the exact one is in the info file.
 
+Every package also ``Supplements: kernel-uname-r = <the same version>``: installing that
+kernel then pulls the patch in through dnf's weak dependencies alone, which is all a
+host without the livegraft dnf plugin (and every dnf 5 host, which loads no dnf 4
+plugin) has. It does nothing for a kernel already installed: the plugin covers those.
+
 No scriptlets at all (nor triggers): the client plugin applies modules and never fails a
 transaction; an RPM with no scripts cannot fail one for reasons of ours. Automatic
 dependencies are off, so the ties above are the only ones.
@@ -27,6 +32,7 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
+from livegraft.client.names import RPM_KERNEL_PROVIDE, RPM_PATCH_PROVIDE
 from livegraft.signing.gpg import ArchiveSigner
 
 from ..errors import WorkError
@@ -37,14 +43,24 @@ from .names import rpm_dependency_version
 LICENSE = "GPL-2.0-only"
 GROUP = "System Environment/Kernel"
 BUILD_HOST = "livegraft"
-RPM_KERNEL_TIE = "kernel-uname-r"
+RPM_KERNEL_TIE = RPM_KERNEL_PROVIDE
+# No brp script may touch what is packaged: stripping would remove a module's signature,
+# byte-compiling would add files; gzip and sha256 file digests, as every RPM here has.
+BUILD_MACROS = (
+    "%global __os_install_post %{nil}",
+    "%global debug_package %{nil}",
+    "%define __strip /bin/true",
+    "%global _build_id_links none",
+    "%global _binary_payload w9.gzdio",
+    "%global _binary_filedigest_algorithm 8",
+)
 # Query tags that together say "this package has a script of some kind".
 _SCRIPT_TAGS = (
     "PREIN", "POSTIN", "PREUN", "POSTUN", "PRETRANS", "POSTTRANS", "VERIFYSCRIPT",
 )  # fmt: skip
 
 
-def _spec_text(text: str) -> str:
+def spec_text(text: str) -> str:
     # A % would start a macro: spec text is expanded.
     return text.replace("%", "%%")
 
@@ -52,32 +68,30 @@ def _spec_text(text: str) -> str:
 def ties(item: PackageItem) -> list[str]:
     """The package's dependency lines (preamble tags)."""
     uname_r = item.build.uname_r
-    lines = [f"Provides: kpatch-patch = {rpm_dependency_version(uname_r)}"]
+    # The version kernel-core provides: an RPM kernel's uname -r as it is, another
+    # family's in the one form RPM can compare.
+    kernel = uname_r if item.build.family == "rpm" else rpm_dependency_version(uname_r)
+    lines = [f"Provides: {RPM_PATCH_PROVIDE} = {rpm_dependency_version(uname_r)}"]
     if item.build.family == "rpm":
-        lines.append(f"Requires: {RPM_KERNEL_TIE} = {uname_r}")
+        lines.append(f"Requires: {RPM_KERNEL_TIE} = {kernel}")
     else:
-        lines.append(f"Enhances: {RPM_KERNEL_TIE} = {rpm_dependency_version(uname_r)}")
+        lines.append(f"Enhances: {RPM_KERNEL_TIE} = {kernel}")
+    lines.append(f"Supplements: {RPM_KERNEL_TIE} = {kernel}")
     return lines
 
 
 def spec(item: PackageItem, module_source: str, info_source: str) -> str:
-    description = [_spec_text(line) for line in item.description] or [_spec_text(item.summary)]
+    description = [spec_text(line) for line in item.description] or [spec_text(item.summary)]
     lines = [
-        # No brp script may touch the module: stripping would remove its signature.
-        "%global __os_install_post %{nil}",
-        "%global debug_package %{nil}",
-        "%define __strip /bin/true",
-        "%global _build_id_links none",
-        "%global _binary_payload w9.gzdio",
-        "%global _binary_filedigest_algorithm 8",
+        *BUILD_MACROS,
         f"Name: {item.name}",
         f"Version: {item.version}",
         f"Release: {item.release}",
-        f"Summary: {_spec_text(item.summary)}",
+        f"Summary: {spec_text(item.summary)}",
         f"License: {LICENSE}",
         f"Group: {GROUP}",
-        f"Vendor: {_spec_text(item.vendor)}",
-        f"Packager: {_spec_text(item.maintainer)}",
+        f"Vendor: {spec_text(item.vendor)}",
+        f"Packager: {spec_text(item.maintainer)}",
         "AutoReqProv: no",
         *ties(item),
         "",
@@ -103,14 +117,29 @@ def spec(item: PackageItem, module_source: str, info_source: str) -> str:
 
 def build_rpm(item: PackageItem, work: Path, signer: ArchiveSigner | None) -> Path:
     """Build ``item`` in the empty folder ``work``, sign it; return the checked .rpm."""
+    sources = {"module.ko": item.module.read_bytes(), "livepatch.json": item.info}
+    text = spec(item, "module.ko", "livepatch.json")
+    out = rpmbuild(text, item.name, sources, work, item.epoch, item.arch) / item.filename
+    if not out.is_file():
+        raise WorkError(f"rpmbuild did not write {out}")
+    if signer is not None:
+        sign(out, signer, work, item.epoch)
+    check_rpm(out, item, work / "check", signer)
+    return out
+
+
+def rpmbuild(
+    spec_text: str, name: str, sources: dict[str, bytes], work: Path, epoch: int, arch: str
+) -> Path:
+    """``rpmbuild -bb`` of ``spec_text`` in the empty folder ``work``; returns the folder
+    the packages of ``arch`` are written to."""
     top = work / "rpmbuild"
-    sources = top / "SOURCES"
-    sources.mkdir(parents=True)
-    (sources / "module.ko").write_bytes(item.module.read_bytes())
-    (sources / "livepatch.json").write_bytes(item.info)
-    spec_file = top / f"{item.name}.spec"
-    spec_file.write_text(spec(item, "module.ko", "livepatch.json"), encoding="utf-8")
-    env = _env(work, item.epoch)
+    source_dir = top / "SOURCES"
+    source_dir.mkdir(parents=True)
+    for source, data in sources.items():
+        (source_dir / source).write_bytes(data)
+    spec_file = top / f"{name}.spec"
+    spec_file.write_text(spec_text, encoding="utf-8")
     defines = {
         "_topdir": str(top),
         "_tmppath": str(work / "tmp"),
@@ -120,17 +149,15 @@ def build_rpm(item: PackageItem, work: Path, signer: ArchiveSigner | None) -> Pa
         "source_date_epoch_from_changelog": "0",
     }
     (work / "tmp").mkdir()
-    argv: list[str | Path] = ["rpmbuild", "-bb", "--target", item.arch]
+    argv: list[str | Path] = ["rpmbuild", "-bb", "--target", arch]
     for key, value in defines.items():
         argv += ["--define", f"{key} {value}"]
-    run([*argv, spec_file], env=env)
-    out = top / "RPMS" / item.arch / item.filename
-    if not out.is_file():
-        raise WorkError(f"rpmbuild did not write {out}")
-    if signer is not None:
-        run(["rpmsign", "--addsign", *signer.rpm_macros(), out], env=env)
-    check_rpm(out, item, work / "check", signer)
-    return out
+    run([*argv, spec_file], env=_env(work, epoch))
+    return top / "RPMS" / arch
+
+
+def sign(package: Path, signer: ArchiveSigner, home: Path, epoch: int) -> None:
+    run(["rpmsign", "--addsign", *signer.rpm_macros(), package], env=_env(home, epoch))
 
 
 def _env(home: Path, epoch: int) -> dict[str, str]:
@@ -157,29 +184,43 @@ def check_rpm(
     expected = [item.name, item.version, item.release, item.arch]
     if said != expected:
         raise WorkError(f"{package}: name, version, release, arch are {said}, expected {expected}")
+    check_no_scripts(package, scratch)
+    module, info = _payload(package, item, scratch)
+    item.check_payload(package, module, info)
+    if signer is not None:
+        check_signature(package, scratch, signer)
+
+
+def check_no_scripts(package: Path, scratch: Path) -> None:
     scripts = query(package, "".join(f"%{{{t}}}\n" for t in _SCRIPT_TAGS), scratch)
     triggers = run(["rpm", "-qp", "--nosignature", "--triggers", "--filetriggers", package],
                    env=_env(scratch, 0)).stdout  # fmt: skip
     if any(line != "(none)" for line in scripts.splitlines()) or triggers.strip():
         raise WorkError(f"{package}: carries scriptlets or triggers")
-    module, info = _payload(package, item, scratch)
-    item.check_payload(package, module, info)
-    if signer is not None:
-        keyring = RpmKeyring(scratch / "rpmdb", signer.public_asc())
-        if not keyring.verifies(package):
-            raise WorkError(f"{package}: rpm -K does not accept its signature by the archive key")
-        how = query(package, "%{RSAHEADER:pgpsig}", scratch)
-        if "SHA256" not in how:
-            raise WorkError(f"{package}: signed {how!r}, expected a SHA256 signature")
 
 
-def _payload(package: Path, item: PackageItem, scratch: Path) -> tuple[bytes, bytes]:
+def check_signature(package: Path, scratch: Path, signer: ArchiveSigner) -> None:
+    """``rpm -K`` with the archive key alone accepts it, and the signature is SHA256."""
+    keyring = RpmKeyring(scratch / "rpmdb", signer.public_asc())
+    if not keyring.verifies(package):
+        raise WorkError(f"{package}: rpm -K does not accept its signature by the archive key")
+    how = query(package, "%{RSAHEADER:pgpsig}", scratch)
+    if "SHA256" not in how:
+        raise WorkError(f"{package}: signed {how!r}, expected a SHA256 signature")
+
+
+def payload_tar(package: Path, scratch: Path) -> Path:
+    """The package's payload as an uncompressed tar (rpm2archive), in ``scratch``."""
     # rpm2archive writes <file>.tar beside its input: give it a copy of its own.
     copy = scratch / "payload.rpm"
     copy.write_bytes(package.read_bytes())
     run(["rpm2archive", "--nocompression", copy], cwd=scratch, env=_env(scratch, 0))
+    return scratch / "payload.rpm.tar"
+
+
+def _payload(package: Path, item: PackageItem, scratch: Path) -> tuple[bytes, bytes]:
     members: dict[str, bytes] = {}
-    with tarfile.open(scratch / "payload.rpm.tar") as tar:
+    with tarfile.open(payload_tar(package, scratch)) as tar:
         for member in tar:
             f = tar.extractfile(member) if member.isfile() else None
             if f is not None:
