@@ -20,7 +20,7 @@ from livegraft.pipeline.repo import tree
 from livegraft.signing.gpg import ArchiveSigner
 from livegraft.signing.module_key import load_module_key
 from package_factory import rpm_template, write_deb, write_rpm
-from repo_support import archive_signers
+from repo_support import archive_signers, build_rpm
 
 COUNT = 1000
 DIST = "bookworm"
@@ -293,3 +293,68 @@ def test_result_json_shape(
     result = assemble(tmp_path / "repo", generated.records[:2], signer, cert_der)
     doc = json.loads(json.dumps(result.to_json()))
     assert set(doc) == {"root", "base_url", "changed", "advisories", "deb", "rpm", "written"}
+
+
+def client_record(
+    path: Path, kind: str, version: str, release: str, revision: int
+) -> PackageRecord:
+    """A client package's record as the package stage writes it: no build, no fixes."""
+    data = path.read_bytes()
+    return PackageRecord(
+        {
+            "kind": "client",
+            "type": kind,
+            "name": "livegraft-client",
+            "version": version,
+            "release": release,
+            "arch": "all" if kind == "deb" else "noarch",
+            "filename": path.name,
+            "path": f"{kind}/{path.name}",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size": len(data),
+            "project_version": version.split("-")[0],
+            "revision": revision,
+        },
+        path,
+    )
+
+
+def test_client_packages_go_into_every_repository(
+    generated: Generated, signer: ArchiveSigner, cert_der: bytes, tmp_path: Path
+) -> None:
+    # Two dists of livepatches, each with a deb and an rpm.
+    other_dist = [
+        PackageRecord({**r.document, "build": {**r.document["build"], "dist": "trixie"}}, r.path)
+        for r in generated.records[2:4]
+    ]
+    (tmp_path / "deb").mkdir()
+    clients = [
+        # dpkg's order, not the text's: 0.10.0-1 is the newest.
+        client_record(write_deb(tmp_path / "deb", "livegraft-client", v, "all"), "deb", v, "", n)
+        for v, n in (("0.9.0-3", 3), ("0.10.0-1", 1))
+    ]
+    clients.append(
+        client_record(build_rpm(tmp_path / "rpmbuild", "livegraft-client", "0.9.0"), "rpm",
+                      "0.9.0", "1", 1)
+    )  # fmt: skip
+    # One livepatch carries a fix: an advisory the client packages must stay out of.
+    fixed = generated.records[0]
+    fixed = PackageRecord({**fixed.document, "fixes": [FIX], "cves": FIX["cves"]}, fixed.path)
+    records = [fixed, generated.records[1], *other_dist, *clients]
+    out = tmp_path / "repo"
+    result = assemble(out, records, signer, cert_der)
+    assert [(s.suite, s.packages) for s in result.deb] == [("bookworm", 2), ("trixie", 2)]
+    assert [(r.dist, r.packages) for r in result.rpm] == [("bookworm", 2), ("trixie", 2)]
+    for suite in ("bookworm", "trixie"):
+        index = (out / f"deb/dists/{suite}/main/binary-amd64/Packages").read_text()
+        stanzas = list(deb822.Packages.iter_paragraphs(index, use_apt_pkg=False))
+        assert [(s["Version"], s["Architecture"]) for s in stanzas
+                if s["Package"] == "livegraft-client"] == [("0.10.0-1", "all")]  # fmt: skip
+        assert (out / f"rpm/{suite}/x86_64/pool/livegraft-client-0.9.0-1.noarch.rpm").is_file()
+    # Only the newest client DEB is pooled (no index names the other).
+    assert not list((out / "deb/pool").rglob("livegraft-client_0.9.0-3_all.deb"))
+    # No advisory names a client package.
+    assert result.advisories == 1
+    for suite in ("bookworm", "trixie"):
+        text = (out / f"deb/dists/{suite}/main/advisories/Advisories").read_text()
+        assert "livegraft-client" not in text

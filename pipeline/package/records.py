@@ -13,6 +13,12 @@ written after its package, so a record always names a complete package file.
 For ``livegraft index``: ``load_records(work_dir)`` gives every package with its path,
 checksum, kernel build, level and fixes; ``advisories(records)`` groups them by fix, one
 advisory per fix with its CVEs, severity, description and the packages carrying it.
+
+Two kinds of record (``kind``): ``livepatch`` (one kernel build's module: ``build``,
+``level``, ``module``, ``fixes``, ``cves``; a record written before kinds existed is one)
+and ``client`` (``livegraft-client`` and the dnf plugin: ``project_version`` and
+``revision`` instead, no build and no fixes, so it belongs to every repository and to no
+advisory).
 """
 
 from __future__ import annotations
@@ -25,8 +31,12 @@ from typing import Any
 
 from ..errors import InputError
 from ..files import write_atomic
+from ..versions import debian as debian_versions
+from ..versions import rpm as rpm_versions
 
 RECORD_FORMAT = 1
+LIVEPATCH_KIND = "livepatch"
+CLIENT_KIND = "client"
 PACKAGES_DIR = "packages"
 RECORDS_DIR = "records"
 
@@ -48,6 +58,14 @@ class PackageRecord:
     @property
     def type(self) -> str:
         return str(self.document["type"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.document.get("kind", LIVEPATCH_KIND))
+
+    @property
+    def is_client(self) -> bool:
+        return self.kind == CLIENT_KIND
 
     @property
     def name(self) -> str:
@@ -86,13 +104,24 @@ class PackageRecord:
         return int(self.document["level"])
 
     @property
+    def revision(self) -> int:
+        """A client package's revision (its RPM Release, its DEB version's last part)."""
+        return int(self.document["revision"])
+
+    @property
     def fixes(self) -> list[dict[str, Any]]:
-        """Each fix: id, title, description, severity, cves."""
-        return list(self.document["fixes"])
+        """Each fix: id, title, description, severity, cves (none for a client package)."""
+        return list(self.document.get("fixes", []))
 
     @property
     def cves(self) -> list[str]:
-        return list(self.document["cves"])
+        return list(self.document.get("cves", []))
+
+    def newer_than(self, other: PackageRecord) -> bool:
+        """Of two records of one package name: whether this one is the later version."""
+        if self.is_client:
+            return version_compare(self.type, self.version, self.release, other) > 0
+        return self.level > other.level
 
 
 def save_record(work_dir: Path, document: dict[str, Any]) -> Path:
@@ -130,8 +159,23 @@ def load_records(work_dir: Path) -> list[PackageRecord]:
         if not package.is_file():
             raise InputError(path, "path", f"names {package}, which does not exist")
         records.append(PackageRecord(document, package))
-    records.sort(key=lambda r: (r.type, r.name, r.level))
+    records.sort(key=lambda r: (r.type, r.kind, r.name, *_order(r)))
     return records
+
+
+def _order(r: PackageRecord) -> tuple[int, str, int]:
+    # Client packages by revision within a version (versions only need a stable order
+    # here: the index picks the newest with newer_than).
+    if r.is_client:
+        return (0, r.version, r.revision)
+    return (r.level, "", 0)
+
+
+def version_compare(kind: str, version: str, release: str, other: PackageRecord) -> int:
+    """dpkg's or rpm's order of (version, release) against ``other``'s: -1, 0 or 1."""
+    if kind == "deb":
+        return debian_versions.compare(version, other.version)
+    return rpm_versions.compare(f"{version}-{release}", f"{other.version}-{other.release}")
 
 
 @dataclass(frozen=True)
@@ -150,6 +194,8 @@ def advisories(records: Iterable[PackageRecord]) -> list[Advisory]:
     """One advisory per fix id, its packages in the order given; sorted by id."""
     found: dict[str, tuple[dict[str, Any], list[PackageRecord]]] = {}
     for record in records:
+        if record.is_client:
+            continue
         for fix in record.fixes:
             found.setdefault(str(fix["id"]), (fix, []))[1].append(record)
     return [

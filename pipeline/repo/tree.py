@@ -15,6 +15,11 @@ indexes name the newest level of each package only. Each rpm repository indexes 
 whole pool. Pool files are never removed here: an older level stays for clients that
 hold metadata naming it (and the rpm generations before the newest still name it).
 
+The client packages (records of kind ``client``: ``livegraft-client`` and the dnf plugin)
+belong to no kernel build: each goes into every rpm repository (RPM, noarch) and every
+apt suite (DEB, Architecture: all, its newest version) the livepatch packages make, and
+into no advisory.
+
 Nothing is written that would not change: an unchanged key file, client file, apt suite
 (same files, advisories, keys, and a Valid-Until not yet half spent) or rpm generation is
 left as it is, so a re-run with nothing new reports ``changed: false``. Caches and the
@@ -285,7 +290,7 @@ def repo_text(base_url: str, repos: Sequence[tuple[str, str]]) -> str:
 def _newest(records: Iterable[PackageRecord]) -> list[PackageRecord]:
     best: dict[str, PackageRecord] = {}
     for r in records:
-        if r.name not in best or r.level > best[r.name].level:
+        if r.name not in best or r.newer_than(best[r.name]):
             best[r.name] = r
     return sorted(best.values(), key=lambda r: r.name)
 
@@ -381,10 +386,14 @@ def assemble_tree(
         if write_if_changed(root / rel, data):
             written.append(rel)
 
-    debs = [r for r in records if r.type == "deb"]
-    rpms = [r for r in records if r.type == "rpm"]
+    debs = [r for r in records if r.type == "deb" and not r.is_client]
+    rpms = [r for r in records if r.type == "rpm" and not r.is_client]
+    # The client's packages go beside every kernel's: only the newest DEB of each, since
+    # an apt index names one version per package.
+    client_debs = _newest(r for r in records if r.type == "deb" and r.is_client) if debs else []
+    client_rpms = [r for r in records if r.type == "rpm" and r.is_client]
     deb_root = root / DEB
-    deb_paths, added = _pool_debs(deb_root, debs) if debs else ([], [])
+    deb_paths, added = _pool_debs(deb_root, debs + client_debs) if debs else ([], [])
     written += [f"{DEB}/{rel}" for rel in added]
     pool_of = {p.name: p for p in deb_paths}
 
@@ -393,7 +402,7 @@ def assemble_tree(
         rpm_groups.setdefault((_dist(r), _machine(r)), []).append(r)
     for (dist, arch), group in sorted(rpm_groups.items()):
         repo = root / RPM / dist / arch
-        for path in rpm_repo.add_to_pool(repo, [r.path for r in group]):
+        for path in rpm_repo.add_to_pool(repo, [r.path for r in group + client_rpms]):
             written.append(path.relative_to(root).as_posix())
 
     issued = _issued_times(state_dir / "advisories.json", [f.id for f in fixes], moment)
@@ -405,7 +414,7 @@ def assemble_tree(
     for r in debs:
         by_dist.setdefault(_dist(r), []).append(r)
     for dist, group in sorted(by_dist.items()):
-        newest = _newest(group)
+        newest = sorted(_newest(group) + client_debs, key=lambda r: r.name)
         files = [pool_of[r.filename] for r in newest]
         arches = tuple(sorted({r.arch for r in newest if r.arch != "all"})) or ("amd64",)
         inputs = content_id(
