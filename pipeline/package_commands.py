@@ -5,6 +5,8 @@ Formats: ``[packages] formats`` in the config, else each build's own family (a D
 Debian kernel, an RPM for an RPM kernel). Packages go to ``<work_dir>/packages/``, their
 records beside them (``package.records``: what ``livegraft index`` reads). RPMs are
 signed by the archive key (``signing.gpg``), loaded only when an RPM is to be built.
+The client packages (``livegraft-client``, and for RPM the dnf plugin) are built from
+the source tree once per format that some cell is packaged in, and listed last.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import json
 import sys
 from typing import Any
 
+from livegraft.signing.certificate import Certificate
 from livegraft.signing.gpg import ArchiveSigner, load_archive_signer
+from livegraft.signing.module_key import configured_certificate
 from rich.table import Table
 
 from .build.runner import default_jobs
@@ -40,12 +44,16 @@ def cmd_package(args: argparse.Namespace) -> int:
     def signer() -> ArchiveSigner:
         return load_archive_signer(config.signing, config.work_dir, name=config.name)
 
+    def certificate() -> Certificate | None:
+        return configured_certificate(config.signing, config.work_dir)
+
     packager = Packager(
         store=open_store(config),
         work_dir=config.work_dir,
         settings=config.packages,
         vendor=config.packages.vendor or config.name,
         signer=signer,
+        certificate=certificate,
         jobs=default_jobs(),
     )
     try:
@@ -68,9 +76,15 @@ def _print_results(results: list[PackageResult], where: str) -> None:
     styles = {"built": "green", "cached": "cyan", "skipped": "yellow"}
     for r in results:
         detail = r.reason if r.status == "skipped" else (r.path.name if r.path else "")
+        if r.cell is None:
+            # A client package: no kernel build; its revision stands where a level would.
+            what, level = f"client: {r.name}", f"r{r.revision}"
+        else:
+            what = f"{r.cell.build.uname_r} ({r.cell.build.package_version})"
+            level = str(r.cell.level)
         table.add_row(
-            f"{r.cell.build.uname_r} ({r.cell.build.package_version})",
-            str(r.cell.level),
+            what,
+            level,
             r.type,
             f"[{styles[r.status]}]{r.status}[/]",
             detail,

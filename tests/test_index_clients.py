@@ -177,8 +177,9 @@ class Dnf:
 
 def test_tree_layout_and_clients(published: tuple[Published, str]) -> None:
     pub, output = published
-    assert "deb  bookworm (amd64): 2 packages" in output, output
-    assert "rpm  bookworm/x86_64: generation 1, 2 packages" in output, output
+    # Two kernel builds' packages, and beside them the client's (and for RPM the plugin).
+    assert "deb  bookworm (amd64): 3 packages" in output, output
+    assert "rpm  bookworm/x86_64: generation 1, 4 packages" in output, output
     # What run published is what index assembled, every file of it.
     tree = pub.config.parent / "work" / "repo"
     staged = {p.relative_to(tree) for p in tree.rglob("*") if p.is_file()}

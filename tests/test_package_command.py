@@ -5,7 +5,8 @@ in QEMU, packaged as a DEB and as a signed RPM, then read back with the real too
 The project is the example's fixes and errata for 6.1.0-56-amd64 alone, with the verify
 tests' warm cache under /tmp (headers tree and kernel image), so a warm run downloads
 nothing; ``[packages] formats`` asks for both formats, which proves the RPM path on the
-Debian kernel this machine can boot.
+Debian kernel this machine can boot. The client packages built beside them come from a
+copy of the source tree (``client_source``); test_package_client.py looks at them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 from cli_support import Run, livegraft
+from client_source import client_source
 from conftest import REPO
 from livegraft.pipeline.build_commands import current_plan, open_store
 from livegraft.pipeline.config import SigningSettings, load_config
@@ -141,7 +143,8 @@ def packaged(tmp_path_factory: pytest.TempPathFactory, signing_key: tuple[Path, 
     project.root.mkdir()
     shutil.copytree(REPO / "examples" / "fixes", project.root / "fixes")
     shutil.copytree(REPO / "examples" / "errata", project.root / "errata")
-    project.write_config(signing_key, 'formats = ["deb", "rpm"]')
+    client_source(project.root / "source")
+    project.write_config(signing_key, 'formats = ["deb", "rpm"]\nclient_source = "source"')
     config = str(project.config)
     built = livegraft("build", "--config", config, "--json")
     assert built.status == 0, built.out + built.err
@@ -155,13 +158,21 @@ def packaged(tmp_path_factory: pytest.TempPathFactory, signing_key: tuple[Path, 
     return Packaged(project, json.loads(built.out)[0], done, public)
 
 
+def livepatches(run: Run) -> list[dict[str, Any]]:
+    return [p for p in run.packages if p["kind"] == "livepatch"]
+
+
 def test_one_deb_and_one_signed_rpm_per_verified_cell(packaged: Packaged) -> None:
     run = packaged.run
-    assert [(p["format"], p["status"]) for p in run.packages] == [
-        ("deb", "built"),
-        ("rpm", "built"),
+    assert [(p["kind"], p["format"], p["status"]) for p in run.packages] == [
+        ("livepatch", "deb", "built"),
+        ("livepatch", "rpm", "built"),
+        # Once per run and format: the client, and for RPM the dnf plugin.
+        ("client", "deb", "built"),
+        ("client", "rpm", "built"),
+        ("client", "rpm", "built"),
     ]
-    for p in run.packages:
+    for p in livepatches(run):
         assert p["uname_r"] == MAIN and p["version"] == "1" and p["level"] == 1
         assert p["artifact"] == packaged.built["artifact"] and p["reason"] == ""
         assert sha256(Path(p["path"])) == p["sha256"]
@@ -169,12 +180,12 @@ def test_one_deb_and_one_signed_rpm_per_verified_cell(packaged: Packaged) -> Non
     assert packaged.rpm == packaged.project.packages / "rpm" / f"{RPM_NAME}-1-1.x86_64.rpm"
     assert run.package("deb")["name"] == DEB_NAME and run.package("rpm")["name"] == RPM_NAME
     # What livegraft index reads: every package, and one advisory per fix.
-    records = load_records(packaged.project.work)
+    records = [r for r in load_records(packaged.project.work) if not r.is_client]
     assert [(r.type, r.name, r.version, r.path) for r in records] == [
         ("deb", DEB_NAME, "1", packaged.deb),
         ("rpm", RPM_NAME, "1", packaged.rpm),
     ]
-    assert {r.sha256 for r in records} == {p["sha256"] for p in run.packages}
+    assert {r.sha256 for r in records} == {p["sha256"] for p in livepatches(run)}
     found = advisories(records)
     assert [a.id for a in found] == ["LGSA-SAMPLE-0001", "LGSA-SAMPLE-0002"]
     assert found[0].cves == ("LIVEGRAFT-SAMPLE-0001",) and found[0].severity == "low"
@@ -188,14 +199,16 @@ def test_rpm_name_version_ties_and_files(packaged: Packaged, tmp_path: Path) -> 
         "%{NAME}|%{VERSION}|%{RELEASE}|%{ARCH}|%{BUILDTIME}|%{BUILDHOST}\n"
         "[P %{PROVIDENAME} %{PROVIDEFLAGS:depflags} %{PROVIDEVERSION}\n]"
         "[R %{REQUIRENAME}\n][E %{ENHANCENAME} %{ENHANCEFLAGS:depflags} %{ENHANCEVERSION}\n]"
-        "[S %{SUPPLEMENTNAME}\n][C %{CONFLICTNAME}\n][O %{OBSOLETENAME}\n]",
+        "[S %{SUPPLEMENTNAME} %{SUPPLEMENTFLAGS:depflags} %{SUPPLEMENTVERSION}\n]"
+        "[C %{CONFLICTNAME}\n][O %{OBSOLETENAME}\n]",
         packaged.rpm, home=tmp_path,
     ).splitlines()  # fmt: skip
     assert said[0] == f"{RPM_NAME}|1|1|x86_64|1704067200|livegraft"
     assert "P kpatch-patch = 6.1.0-56_amd64" in said
-    # A Debian kernel: no RPM provides it, so only a weak tie, and no kernel is required.
+    # A Debian kernel: no RPM provides it, so only weak ties, and no kernel is required.
     assert [line for line in said if line[:2] in ("E ", "S ", "C ", "O ")] == [
-        "E kernel-uname-r = 6.1.0-56_amd64"
+        "E kernel-uname-r = 6.1.0-56_amd64",
+        "S kernel-uname-r = 6.1.0-56_amd64",
     ]
     assert all(line.startswith("R rpmlib(") for line in said if line.startswith("R "))
     files = rpm("-qp", "--nosignature", "--list", packaged.rpm, home=tmp_path).split()
@@ -262,8 +275,9 @@ def expect_info(document: dict[str, Any], packaged: Packaged, kind: str, name: s
     record = json.loads(
         (packaged.project.work / "verify" / f"{info['artifact']}.json").read_text(encoding="utf-8")
     )
+    assert set(info["signer"]) == {"fingerprint", "subject", "subject_key_id", "serial", "issuer"}
     assert document == {
-        "format": 1,
+        "format": 2,
         "package": {"name": name, "version": "1", "type": kind},
         "level": 1,
         "module": info["module"],
@@ -371,7 +385,7 @@ def test_a_rerun_is_cached_and_writes_nothing(packaged: Packaged) -> None:
     before = snapshot(packaged.project.packages)
     again = package(packaged.project)
     assert again.status == 0, again.out + again.err
-    assert [p["status"] for p in again.packages] == ["cached", "cached"]
+    assert [p["status"] for p in again.packages] == ["cached"] * 5
     assert [p["sha256"] for p in again.packages] == [p["sha256"] for p in packaged.run.packages]
     assert snapshot(packaged.project.packages) == before
     assert not [p for p in packaged.project.packages.iterdir() if p.name.startswith(".")]
@@ -381,7 +395,7 @@ def test_two_builds_of_the_same_input_are_identical(packaged: Packaged, tmp_path
     other = packaged.project.copy(tmp_path / "project", packages=False)
     again = package(other)
     assert again.status == 0, again.out + again.err
-    assert [p["status"] for p in again.packages] == ["built", "built"]
+    assert [p["status"] for p in livepatches(again)] == ["built", "built"]
     assert Path(again.package("deb")["path"]).read_bytes() == packaged.deb.read_bytes()
     # An RPM's OpenPGP signature carries the time it was made; the rest is identical.
     header = "%{SHA256HEADER} %{PAYLOADSHA256}"
@@ -474,7 +488,7 @@ def test_lost_records_are_rewritten_and_the_packages_kept(
     again = package(project)
     assert again.status == 0, again.out + again.err
     # Rebuilt to compare, found the same, kept: the signed RPM is the one published before.
-    assert [p["status"] for p in again.packages] == ["cached", "cached"]
+    assert [p["status"] for p in again.packages] == ["cached"] * 5
     assert [p["sha256"] for p in again.packages] == [p["sha256"] for p in packaged.run.packages]
     assert {kind: snapshot(project.packages / kind) for kind in ("deb", "rpm")} == pools
     assert {k: v[1] for k, v in snapshot(records).items()} == {k: v[1] for k, v in original.items()}

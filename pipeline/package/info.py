@@ -4,22 +4,36 @@
 person) can check the module's exact kernel build, sha256, level and signer, the fixes
 and CVEs it carries and how it was verified, without the repository or the pipeline.
 Deterministic: sorted keys, no time of the run, so the same level packages the same bytes.
+
+The signer is named every way a reader meets it: its fingerprint and subject (what
+livegraft compares), its subject key id (how ``/proc/keys`` lists a trusted key,
+``<CN>: <skid>``) and its issuer and serial (what the module's PKCS#7 signature carries),
+so the client can tell whether the kernel trusts the key before it loads the module.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any, Literal
+
+from livegraft.client.names import INFO_NAME as INFO_NAME
+from livegraft.client.names import INSTALL_ROOT as _INSTALL_ROOT
+from livegraft.signing.certificate import Certificate
 
 from ..build.store import INFO_FILE as BUILD_INFO_FILE
 from ..build.store import Artifact
 from ..errors import InputError
 from ..plan import Cell
 
-INFO_FORMAT = 1
-INSTALL_ROOT = PurePosixPath("/usr/lib/livegraft")
-INFO_NAME = "livepatch.json"
+# 2: the signer's subject_key_id, serial and issuer.
+INFO_FORMAT = 2
+SIGNER_FIELDS = ("fingerprint", "subject", "subject_key_id", "serial", "issuer")
+# What build.json of a build before format 2 of this file lacks.
+_LATER_SIGNER_FIELDS = ("subject_key_id", "serial", "issuer")
+# Where the client looks for them: one name for both sides (livegraft.client.names).
+INSTALL_ROOT = PurePosixPath(_INSTALL_ROOT)
 
 PackageType = Literal["deb", "rpm"]
 
@@ -36,6 +50,7 @@ def info_document(
     cell: Cell,
     artifact: Artifact,
     verification: dict[str, Any],
+    signer: dict[str, str | None],
 ) -> dict[str, Any]:
     """The info file's content for one package of one verified cell.
 
@@ -58,7 +73,6 @@ def info_document(
                 key,
                 f"{value!r} as plan cell {cell.id} says, not {info.get(key)!r}",
             )
-    signer = info.get("signer") or {}
     return {
         "format": INFO_FORMAT,
         "package": {"name": name, "version": version, "type": package_type},
@@ -81,7 +95,7 @@ def info_document(
             for f in cell.fixes
         ],
         "cves": list(cell.cves),
-        "signer": {"fingerprint": signer.get("fingerprint"), "subject": signer.get("subject")},
+        "signer": {key: signer.get(key) for key in SIGNER_FIELDS},
         "artifact": artifact.id,
         "verification": {
             "status": verification.get("status"),
@@ -89,6 +103,43 @@ def info_document(
             "kernel_version": verification.get("kernel_version"),
         },
     }
+
+
+def signer_identity(
+    artifact: Artifact, certificate: Callable[[], Certificate | None]
+) -> dict[str, str | None]:
+    """The module's signer as build.json records it, completed for an older build.
+
+    A build made before the subject key id, serial and issuer were recorded has only
+    the fingerprint and subject: those come from the configured module certificate
+    (``certificate``, read only then) when its fingerprint is the recorded one, since
+    only that certificate's fields describe this signature.
+    """
+    recorded = artifact.info.get("signer")
+    if not recorded:
+        # An unsigned module (signing not configured): no signer to name.
+        return dict.fromkeys(SIGNER_FIELDS)
+    if not isinstance(recorded, dict):
+        raise InputError(artifact.dir / BUILD_INFO_FILE, "signer", "an object")
+    missing = [key for key in _LATER_SIGNER_FIELDS if key not in recorded]
+    if not missing:
+        return {key: _text(recorded.get(key)) for key in SIGNER_FIELDS}
+    cert = certificate()
+    fingerprint = recorded.get("fingerprint")
+    if cert is None or cert.fingerprint != fingerprint:
+        which = f"is {cert.fingerprint}" if cert else "is not there"
+        raise InputError(
+            artifact.dir / BUILD_INFO_FILE,
+            f"signer.{missing[0]}",
+            f"the signer's {', '.join(missing)}; this build predates them and only its "
+            f"signer's certificate (sha256 {fingerprint}) can give them, but the configured "
+            f"module certificate {which}",
+        )
+    return cert.signer()
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def render_info(document: dict[str, Any]) -> bytes:

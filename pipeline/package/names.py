@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import re
 
+from livegraft.client import names as client_names
+
 from ..errors import InputError
 from ..kernels.arch import DEB_TO_UNAME
 from ..kernels.model import KernelBuild
@@ -90,14 +92,16 @@ def check_rpm_name(name: str) -> str:
 def rpm_dependency_version(uname_r: str) -> str:
     """``uname -r`` as the version of an RPM dependency (``kpatch-patch = …``).
 
-    RPM allows one ``-`` (version-release): an RPM kernel's ``uname -r`` passes
-    unchanged; in another family's (``6.1.0-56-amd64``) every later ``-`` becomes ``_``.
+    The rule lives in ``livegraft.client.names``, which the dnf plugin matches with:
+    RPM allows one ``-`` (version-release), so an RPM kernel's ``uname -r`` passes
+    unchanged and in another family's (``6.1.0-56-amd64``) every later ``-`` becomes ``_``.
     """
-    version, dash, release = uname_r.partition("-")
-    evr = version + dash + release.replace("-", "_")
-    if not re.fullmatch(r"[A-Za-z0-9._+~^]+(?:-[A-Za-z0-9._+~^]+)?", evr):
-        raise InputError(None, "uname_r", f"a kernel release RPM can compare, not {uname_r!r}")
-    return evr
+    try:
+        return client_names.rpm_dependency_version(uname_r)
+    except ValueError:
+        raise InputError(
+            None, "uname_r", f"a kernel release RPM can compare, not {uname_r!r}"
+        ) from None
 
 
 def deb_name(build: KernelBuild) -> str:

@@ -12,6 +12,10 @@ Idempotent: a package whose record says it was made from the same input, and who
 file still has the recorded sha256, is ``cached`` and not touched. A package file already
 there under the same name and version but with other content is refused: a published
 level must never change under clients (a new content gets a new level from the plan).
+
+The client packages (``client_item``) go through the same steps, once per run and
+format, whenever at least one cell is packaged in that format: the repositories that
+carry livepatches then carry the client that applies them.
 """
 
 from __future__ import annotations
@@ -27,24 +31,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from livegraft.signing.certificate import Certificate
 from livegraft.signing.gpg import ArchiveSigner
 from livegraft.signing.module_signature import is_signed
 
 from ..build.store import Artifact, Store
 from ..canonical import content_id
-from ..config import PackageSettings
+from ..config import PACKAGE_FORMATS, PackageSettings
 from ..errors import InputError
 from ..plan import Cell
 from ..verify.records import load_record, verified_record
-from . import deb, rpm
-from .info import PackageType, info_document, render_info
+from . import client_deb, client_rpm, deb, rpm
+from .client_item import ClientItem, RevisionLedger, client_items, project_version, revisions_file
+from .info import PackageType, info_document, render_info, signer_identity
 from .item import PackageItem
 from .names import RPM_RELEASE, deb_arch, deb_name, rpm_name
-from .records import RECORD_FORMAT, packages_dir, read_record, save_record
+from .records import (
+    CLIENT_KIND,
+    LIVEPATCH_KIND,
+    RECORD_FORMAT,
+    packages_dir,
+    read_record,
+    save_record,
+)
 
 # Bump when a builder changes what it writes for the same item: the next run then
 # rebuilds, and a different result for an existing level is refused, not published.
-PACKAGER_VERSION = 1
+# 2: Supplements on every RPM, livepatch.json format 2 (the signer's key id and serial).
+PACKAGER_VERSION = 2
 
 # Debian's description lines: at most 80 columns with the leading space.
 DESCRIPTION_WIDTH = 72
@@ -54,7 +68,8 @@ Status = Literal["built", "cached", "skipped"]
 
 @dataclass(frozen=True)
 class PackageResult:
-    cell: Cell
+    # None for a client package, which belongs to no kernel build.
+    cell: Cell | None
     type: PackageType
     name: str | None
     version: str
@@ -63,17 +78,28 @@ class PackageResult:
     path: Path | None = None
     sha256: str | None = None
     artifact: str | None = None
+    # RPM Release ("" for a DEB); a client package's revision.
+    release: str = ""
+    revision: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return "livepatch" if self.cell is not None else "client"
 
     def to_json(self) -> dict[str, Any]:
+        build = self.cell.build if self.cell is not None else None
         return {
+            "kind": self.kind,
             "name": self.name,
             "version": self.version,
+            "release": self.release,
             "format": self.type,
             "path": str(self.path) if self.path else None,
             "sha256": self.sha256,
-            "uname_r": self.cell.build.uname_r,
-            "package_version": self.cell.build.package_version,
-            "level": self.cell.level,
+            "uname_r": build.uname_r if build else None,
+            "package_version": build.package_version if build else None,
+            "level": self.cell.level if self.cell is not None else None,
+            "revision": self.revision,
             "artifact": self.artifact,
             "status": self.status,
             "reason": self.reason,
@@ -82,10 +108,11 @@ class PackageResult:
 
 @dataclass
 class _Job:
-    cell: Cell
-    artifact: Artifact
-    item: PackageItem
+    item: PackageItem | ClientItem
     input_id: str
+    # A livepatch package's cell and artifact; None for a client package.
+    cell: Cell | None = None
+    artifact: Artifact | None = None
     record: dict[str, Any] = field(default_factory=dict)
     staged: Path | None = None
 
@@ -108,6 +135,7 @@ class Packager:
         settings: PackageSettings,
         vendor: str,
         signer: Callable[[], ArchiveSigner],
+        certificate: Callable[[], Certificate | None] = lambda: None,
         jobs: int = 1,
     ) -> None:
         self.store = store
@@ -117,6 +145,10 @@ class Packager:
         self.vendor = vendor
         self._signer_factory = signer
         self._signer: ArchiveSigner | None = None
+        # The configured module certificate, read only for a build.json that predates
+        # the signer's key id and serial (info.signer_identity), then kept.
+        self._certificate_factory = certificate
+        self._certificate: tuple[Certificate | None] | None = None
         self.jobs = jobs
 
     def _signer_now(self) -> ArchiveSigner:
@@ -124,12 +156,18 @@ class Packager:
             self._signer = self._signer_factory()
         return self._signer
 
+    def _certificate_now(self) -> Certificate | None:
+        if self._certificate is None:
+            self._certificate = (self._certificate_factory(),)
+        return self._certificate[0]
+
     def close(self) -> None:
         if self._signer is not None:
             self._signer.close()
             self._signer = None
 
     def package(self, cells: Sequence[Cell]) -> list[PackageResult]:
+        """Every cell's packages in plan order, then the client packages."""
         results: dict[tuple[str, str], PackageResult] = {}
         jobs: list[_Job] = []
         for cell in cells:
@@ -141,24 +179,44 @@ class Packager:
                     )
                     continue
                 item = self.item(cell, artifact, record, kind)
-                jobs.append(_Job(cell, artifact, item, _input_id(item)))
+                jobs.append(_Job(item, _input_id(item), cell, artifact))
+        formats = {job.item.type for job in jobs}
+        ledger = RevisionLedger.load(revisions_file(self.work_dir)) if formats else None
+        clients = self._client_jobs(formats, ledger) if ledger is not None else []
+        jobs += clients
 
         todo = []
         for job in jobs:
             if self._cached(job):
-                results[job.cell.id, job.item.type] = self._result(job, "cached")
+                results[_key(job)] = self._result(job, "cached")
             else:
                 todo.append(job)
         if todo:
             self._build_all(todo)
             for job in todo:
                 status: Status = "built" if job.staged is not None else "cached"
-                results[job.cell.id, job.item.type] = self._result(job, status)
+                results[_key(job)] = self._result(job, status)
+        if ledger is not None and ledger.changed:
+            # After the packages are in place: a revision is only ever given to content
+            # that was built (a run that fails hands the same number out again).
+            ledger.save()
         ordered = []
         for cell in cells:
             for kind in formats_for(cell, self.settings):
                 ordered.append(results[cell.id, kind])
-        return ordered
+        return ordered + [results[_key(job)] for job in clients]
+
+    def _client_jobs(self, formats: set[PackageType], ledger: RevisionLedger) -> list[_Job]:
+        """The client packages of every format some cell is packaged in (none otherwise)."""
+        wanted = [kind for kind in PACKAGE_FORMATS if kind in formats]
+        version = project_version()
+        return [
+            _Job(item, item.input_id())
+            for kind in wanted
+            for item in client_items(
+                "deb" if kind == "deb" else "rpm", self.settings, self.vendor, ledger, version
+            )
+        ]
 
     # -- what may be packaged ---------------------------------------------------------
 
@@ -207,6 +265,7 @@ class Packager:
             cell=cell,
             artifact=artifact,
             verification=record,
+            signer=signer_identity(artifact, self._certificate_now),
         )
         summary = f"Livepatch for Linux {build.uname_r}, level {cell.level}"
         about = (
@@ -242,7 +301,7 @@ class Packager:
 
     # -- idempotence ------------------------------------------------------------------
 
-    def _target(self, item: PackageItem) -> Path:
+    def _target(self, item: PackageItem | ClientItem) -> Path:
         return self.root / item.type / item.filename
 
     def _cached(self, job: _Job) -> bool:
@@ -282,9 +341,14 @@ class Packager:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _build_one(self, job: _Job, work: Path, signer: ArchiveSigner | None) -> Path:
-        if job.item.type == "deb":
-            return deb.build_deb(job.item, work)
-        return rpm.build_rpm(job.item, work, signer)
+        item = job.item
+        if isinstance(item, ClientItem):
+            if item.type == "deb":
+                return client_deb.build_client_deb(item, work)
+            return client_rpm.build_client_rpm(item, work, signer)
+        if item.type == "deb":
+            return deb.build_deb(item, work)
+        return rpm.build_rpm(item, work, signer)
 
     def _decide(self, job: _Job, out: Path, signer: ArchiveSigner | None) -> None:
         """Stage ``out`` for ``job``, or keep the same package already there, or refuse."""
@@ -296,12 +360,7 @@ class Packager:
         if target.is_file():
             existing = self._identity(item, target, home)
             if existing != identity:
-                raise InputError(
-                    target,
-                    None,
-                    f"{item.name} {item.version} was already produced with other content; "
-                    "a level's package never changes (remove it only if it was never published)",
-                )
+                raise InputError(target, None, _changed(item, self.work_dir))
             out = target
             # The package kept was signed when it was first made, maybe by another key.
             earlier = read_record(self.work_dir, item.filename)
@@ -314,7 +373,7 @@ class Packager:
             signer_fp = _fingerprint(item, signer)
         job.record = self._record(job, out, identity, signer_fp)
 
-    def _identity(self, item: PackageItem, path: Path, home: Path) -> str:
+    def _identity(self, item: PackageItem | ClientItem, path: Path, home: Path) -> str:
         # A signed RPM differs in its signature's time each signing: its header does not.
         if item.type == "rpm":
             return "header:" + rpm.header_sha256(path, home)
@@ -323,8 +382,8 @@ class Packager:
     def _record(
         self, job: _Job, package: Path, identity: str, signer: str | None
     ) -> dict[str, Any]:
-        item, cell = job.item, job.cell
-        return {
+        item, cell, artifact = job.item, job.cell, job.artifact
+        common = {
             "format": RECORD_FORMAT,
             "type": item.type,
             "name": item.name,
@@ -337,13 +396,27 @@ class Packager:
             "size": package.stat().st_size,
             "content": identity,
             "input": job.input_id,
+            # The archive key that signed the package (RPM); a DEB is signed by its index.
+            "signer": signer,
+        }
+        if isinstance(item, ClientItem):
+            # No build, level or fixes: index puts it beside every kernel's packages, and
+            # no advisory names it.
+            return {
+                **common,
+                "kind": CLIENT_KIND,
+                "project_version": item.project_version,
+                "revision": item.revision,
+            }
+        assert cell is not None and artifact is not None
+        return {
+            **common,
+            "kind": LIVEPATCH_KIND,
             "build": cell.build.to_json(),
             "level": cell.level,
             "module": cell.module_name,
             "module_sha256": item.sha256,
-            "artifact": job.artifact.id,
-            # The archive key that signed the package (RPM); a DEB is signed by its index.
-            "signer": signer,
+            "artifact": artifact.id,
             "fixes": [
                 {
                     "id": f.id,
@@ -358,16 +431,36 @@ class Packager:
         }
 
     def _result(self, job: _Job, status: Status) -> PackageResult:
+        item = job.item
         return PackageResult(
             job.cell,
-            job.item.type,
-            job.item.name,
-            job.item.version,
+            item.type,
+            item.name,
+            item.version,
             status,
-            path=self._target(job.item),
+            path=self._target(item),
             sha256=str(job.record["sha256"]),
-            artifact=job.artifact.id,
+            artifact=job.artifact.id if job.artifact else None,
+            release=item.release,
+            revision=item.revision if isinstance(item, ClientItem) else None,
         )
+
+
+def _key(job: _Job) -> tuple[str, str]:
+    return (job.cell.id if job.cell else job.item.name, job.item.type)
+
+
+def _changed(item: PackageItem | ClientItem, work_dir: Path) -> str:
+    if isinstance(item, ClientItem):
+        return (
+            f"{item.name} {item.version}{'-' + item.release if item.release else ''} was already "
+            "produced with other content; a package version never changes (new content gets "
+            f"a new revision from {revisions_file(work_dir)}: was it lost?)"
+        )
+    return (
+        f"{item.name} {item.version} was already produced with other content; "
+        "a level's package never changes (remove it only if it was never published)"
+    )
 
 
 def _input_id(item: PackageItem) -> str:
@@ -392,7 +485,7 @@ def _input_id(item: PackageItem) -> str:
     )
 
 
-def _fingerprint(item: PackageItem, signer: ArchiveSigner | None) -> str | None:
+def _fingerprint(item: PackageItem | ClientItem, signer: ArchiveSigner | None) -> str | None:
     return signer.fingerprints[0] if signer is not None and item.type == "rpm" else None
 
 
