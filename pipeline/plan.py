@@ -23,6 +23,11 @@ from .levels import Ledger
 from .versions import debian, rpm
 
 PLAN_FORMAT = 1
+# What a level's package holds beyond its module (tags, livepatch.json's format). Part of
+# every level's content: when the packages change shape, every package gets a new level,
+# since a published level's package may never change under clients. The package stage
+# uses it as its packager version.
+PACKAGE_FORMAT = 2
 # The kernel's MODULE_NAME_LEN is 64 including a terminating NUL and a pointer's worth
 # of struct padding; 55 characters is what every architecture accepts.
 MODULE_NAME_MAX = 55
@@ -161,6 +166,7 @@ def make_plan(
         inputs = {
             "build": build.identity(),
             "fixes": [{"id": f.id, "digest": f.digest} for f in chosen],
+            "package_format": PACKAGE_FORMAT,
         }
         entry = ledger.assign(
             package_key(build),

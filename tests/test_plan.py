@@ -126,3 +126,22 @@ def test_bad_fix_writes_nothing_and_keeps_levels(tmp_path: Path) -> None:
     assert cp.returncode == 2, cp.stderr
     assert "LGSA-SAMPLE-0001/livepatch.c" in cp.stderr
     assert (tmp_path / ".livegraft" / "levels.json").read_bytes() == ledger
+
+
+def test_a_new_package_format_gives_every_package_a_new_level(tmp_path: Path) -> None:
+    """Packages that change shape (tags, info file) must not reuse a published level."""
+    config = make_project(tmp_path)
+    first = cells(plan(config))
+    code = (
+        "import sys, livegraft.pipeline.plan as p; p.PACKAGE_FORMAT += 1; "
+        "from livegraft.pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    cp = subprocess.run(
+        [sys.executable, "-c", code, "plan", "--config", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert cp.returncode == 0, cp.stderr
+    for uname_r, cell in cells(json.loads(cp.stdout)).items():
+        assert cell["level"] == first[uname_r]["level"] + 1

@@ -39,7 +39,7 @@ from ..build.store import Artifact, Store
 from ..canonical import content_id
 from ..config import PACKAGE_FORMATS, PackageSettings
 from ..errors import InputError
-from ..plan import Cell
+from ..plan import PACKAGE_FORMAT, Cell
 from ..verify.records import load_record, verified_record
 from . import client_deb, client_rpm, deb, rpm
 from .client_item import ClientItem, RevisionLedger, client_items, project_version, revisions_file
@@ -55,10 +55,10 @@ from .records import (
     save_record,
 )
 
-# Bump when a builder changes what it writes for the same item: the next run then
-# rebuilds, and a different result for an existing level is refused, not published.
+# Bumped (plan.PACKAGE_FORMAT) when a builder changes what it writes for the same item:
+# the plan then gives every package a new level, so no published level's package changes.
 # 2: Supplements on every RPM, livepatch.json format 2 (the signer's key id and serial).
-PACKAGER_VERSION = 2
+PACKAGER_VERSION = PACKAGE_FORMAT
 
 # Debian's description lines: at most 80 columns with the leading space.
 DESCRIPTION_WIDTH = 72
