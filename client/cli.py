@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 
@@ -16,6 +18,9 @@ from . import state as st
 from .apply import Client, settle
 from .kernel import Kernel, Roots
 from .status import exit_status, render, status
+
+# apt-livegraft's hook (plugins/apt/apt_hook.py as installed).
+APT_HOOK = "/usr/libexec/livegraft/apt-hook"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     apply.add_argument("--boot", action="store_true", help=argparse.SUPPRESS)
     apply.add_argument("--json", action="store_true", help="the outcome as JSON")
     sub.add_parser("revert", help="disable every livegraft patch and unload it")
+    sub.add_parser(
+        "sync", help="install the livepatch packages offered for this machine's kernels (apt)"
+    )
     auto = sub.add_parser("auto", help="install livepatch packages for kernels automatically")
     auto.add_argument("mode", choices=["on", "off"])
     settle_cmd = sub.add_parser("settle", help=argparse.SUPPRESS)
@@ -71,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             path = st.set_auto(roots, args.mode == "on")
             print(f"livegraft: auto mode {args.mode} ({path})")
             return 0
+        if args.command == "sync":
+            return _sync(roots)
         if args.command == "settle":
             if args.wait:
                 time.sleep(settings.grace + 0.5)
@@ -83,6 +93,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"livegraftctl: {exc}", file=sys.stderr)
         return 1
     return 2
+
+
+def _sync(roots: Roots) -> int:
+    """Hand over to apt-livegraft's hook, which has apt's view (python-apt); dnf hosts need
+    no sync, since the plugin adds the packages on every dnf run."""
+    hook = os.environ.get("LIVEGRAFT_APT_HOOK") or APT_HOOK
+    if not os.access(hook, os.X_OK):
+        print(
+            f"livegraftctl: sync: {hook} not found: install apt-livegraft (on dnf hosts the "
+            "plugin installs livepatch packages on every dnf run)",
+            file=sys.stderr,
+        )
+        return 2
+    return subprocess.run([hook, "sync"], check=False).returncode
 
 
 if __name__ == "__main__":
