@@ -9,17 +9,29 @@ Tests run in file order: the last ones publish new levels and upgrade to them.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from apt_host import AptHost, AptProject, make_apt_project
+from conftest import REPO
 from dnf_host import RUNNING, SIBLING, build_version, client_tree, module_name
 from repo_support import kill_agents_under
 from seaweed import SeaweedFS
 
 PATCH = f"livepatch-{RUNNING}"
+UNATTENDED = """
+import importlib.machinery, importlib.util, optparse, sys
+loader = importlib.machinery.SourceFileLoader("uu", "/usr/bin/unattended-upgrade")
+uu = importlib.util.module_from_spec(importlib.util.spec_from_loader("uu", loader))
+loader.exec_module(uu)
+options = optparse.Values(dict(debug=True, apt_debug=False, verbose=True, dry_run=False,
+                               download_only=False, minimal_upgrade_steps=True))
+sys.exit(uu.main(options, rootdir=sys.argv[1]))
+"""
 OTHER = f"livepatch-{SIBLING}"
 
 
@@ -161,3 +173,31 @@ def test_a_new_level_replaces_the_old_one_on_apt_upgrade(
     assert f"livegraft: applied: {module_name(RUNNING, 2)}" in output, output
     assert f"replaced {module_name(RUNNING, 1)}" in output
     assert host.kernel.loaded() == [module_name(RUNNING, 2)]
+
+
+def test_unattended_upgrades_brings_the_next_level(project: AptProject, host: AptHost) -> None:
+    """Debian's unattended-upgrades itself, allowed livegraft's origin by apt-livegraft's
+    drop-in (and nothing else), upgrades the livepatch package and the hook applies it."""
+    shutil.copy(
+        REPO / "plugins/apt/51livegraft-unattended-upgrades", host.root / "etc/apt/apt.conf.d"
+    )
+    for folder in ("var/run", "var/log/unattended-upgrades", "usr/bin"):
+        (host.root / folder).mkdir(parents=True, exist_ok=True)
+    # python-apt with a rootdir runs that root's dpkg: this machine's, as in a chroot.
+    (host.root / "usr/bin/dpkg").symlink_to("/usr/bin/dpkg")
+    host.apt("install", PATCH)
+    level = int(host.version(PATCH) or 0)
+    project.new_level()
+    host.forget_lists()
+    host.apt("update")
+    # unattended-upgrade as its own test suite drives it for another root: main() with
+    # rootdir (its command line always works on /).
+    cp = subprocess.run(
+        ["/usr/bin/python3", "-c", UNATTENDED, str(host.root)], env=host.env(),
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    output = cp.stdout + cp.stderr
+    assert cp.returncode == 0, output
+    assert host.version(PATCH) == str(level + 1), output
+    assert host.kernel.loaded() == [module_name(RUNNING, level + 1)], output
+    assert host.state()["last"]["level"] == level + 1  # type: ignore[index]
