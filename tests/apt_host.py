@@ -145,10 +145,10 @@ class AptHost(AptRoot):
             del env["LIVEGRAFT_ROOT"]
         return env
 
-    def apt(self, *args: str, status: int = 0) -> str:
+    def apt(self, *args: str, status: int = 0, cwd: Path | None = None) -> str:
         cp = subprocess.run(
             ["apt-get", "-y", *args], env=self.env(), capture_output=True, text=True,
-            timeout=300, check=False,
+            timeout=300, check=False, cwd=cwd,
         )  # fmt: skip
         output = cp.stdout + cp.stderr
         assert cp.returncode == status, output

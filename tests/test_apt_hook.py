@@ -9,6 +9,7 @@ Tests run in file order: the last ones publish new levels and upgrade to them.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import uuid
@@ -142,7 +143,7 @@ def test_missing_python_apt_or_client_core_is_logged_and_never_fatal(
     host: AptHost, tmp_path: Path
 ) -> None:
     # No site-packages: python3-apt cannot be imported.
-    cp = host.hook("post-invoke", python=("/usr/bin/python3", "-I", "-S"))
+    cp = host.hook("post-update", python=("/usr/bin/python3", "-I", "-S"))
     assert cp.returncode == 0 and "python3-apt cannot be loaded" in cp.stdout, cp.stdout
     host.client_path = tmp_path / "empty"
     host.client_path.mkdir()
@@ -201,3 +202,45 @@ def test_unattended_upgrades_brings_the_next_level(project: AptProject, host: Ap
     assert host.version(PATCH) == str(level + 1), output
     assert host.kernel.loaded() == [module_name(RUNNING, level + 1)], output
     assert host.state()["last"]["level"] == level + 1  # type: ignore[index]
+
+
+def test_host_set_up_as_the_readme_says_and_plain_dpkg(
+    project: AptProject, tmp_path: Path, client_path: Path, version: str
+) -> None:
+    """The README's commands with the client and the hook as apt-livegraft installs them
+    (only /usr/libexec in its apt.conf.d lines pointed into the root, since apt runs hooks
+    on this machine), then a plain `dpkg -i` applied through apt-livegraft's trigger."""
+    host = AptHost(tmp_path, project, client_path, version=version)
+    # 1. the source file, exactly as published (its key is inline)
+    sources = project.get("clients/livegraft.sources").decode()
+    assert (host.root / "etc/apt/sources.list.d/livegraft.sources").read_text() == sources
+    # 2. the hook
+    host.apt("update")
+    host.apt("install", "apt-livegraft")
+    assert host.version("livegraft-client") and host.version("apt-livegraft")
+    host.point_conf_at_root((host.root / "etc/apt/apt.conf.d/20livegraft").read_text())
+    host.client_path = host.root / "usr/share/livegraft/python"
+    # 3. the running build's livepatch
+    output = host.apt("install", PATCH)
+    assert output.count("livegraft: applied:") == 1, output  # the hook, not also the trigger
+    assert f"livegraft: applied: {module_name(RUNNING, 1)}" in output
+    cp = subprocess.run(
+        ["/usr/bin/python3", str(host.root / "usr/bin/livegraftctl"), "status", "--json"],
+        env=host.env(), capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert cp.returncode == 0 and json.loads(cp.stdout)["patch"]["state"] == "applied", cp.stdout
+
+    # A plain dpkg -i of a livepatch package, no apt: the trigger applies it.
+    host.ctl("revert")
+    host.apt("remove", PATCH)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    host.apt("download", PATCH, cwd=downloads)
+    (deb,) = downloads.glob(f"{PATCH}_*.deb")
+    cp = subprocess.run(
+        ["dpkg", f"--root={host.root}", "--force-script-chrootless", "-i", str(deb)],
+        env=host.env(), capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert f"livegraft: applied: {module_name(RUNNING, 1)}" in cp.stdout, cp.stdout + cp.stderr
+    assert host.kernel.loaded() == [module_name(RUNNING, 1)]

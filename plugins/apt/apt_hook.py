@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 
 TYPE_CHECKING = False
@@ -119,13 +117,18 @@ def parse_v3(lines: Iterable[str]) -> tuple[dict[str, str], list[dict[str, str]]
     return config, changes
 
 
+def pending_path() -> str:
+    # Cheap on purpose (no client import): every dpkg run under apt passes through here.
+    return os.path.join(os.environ.get("LIVEGRAFT_ROOT") or "/", PENDING.lstrip("/"))
+
+
 def pre_install(stdin: Iterable[str]) -> None:
     config, changes = parse_v3(stdin)
-    if not on_target(config.get("Dir"), config.get("DPkg::Chroot-Directory")):
+    ours = [c for c in changes if c["name"].split(":")[0].startswith(PREFIX)]
+    if not ours or not on_target(config.get("Dir"), config.get("DPkg::Chroot-Directory")):
         return
     apply = client()
     roots = apply.Roots.from_environ()
-    ours = [c for c in changes if c["name"].split(":")[0].startswith(PREFIX)]
     from livegraft.client.state import write_atomic
 
     path = roots.path(PENDING)
@@ -142,6 +145,8 @@ def pre_install(stdin: Iterable[str]) -> None:
 
 
 def post_invoke(trigger: str = "apt") -> None:
+    if trigger == "apt" and not os.path.exists(pending_path()):
+        return  # no livepatch package in this dpkg run: nothing to load the client for
     apt_dir, chroot = apt_config() if trigger == "apt" else (None, None)
     if not on_target(apt_dir, chroot):
         return
@@ -225,6 +230,9 @@ def post_update() -> None:
     wanted = wanted_packages()
     if not wanted:
         return
+    import shutil
+    import subprocess
+
     names = " ".join(wanted)
     if roots.is_host and os.path.isdir("/run/systemd/system") and shutil.which("systemd-run"):
         cp = subprocess.run(
@@ -239,6 +247,8 @@ def post_update() -> None:
 
 
 def sync() -> int:
+    import subprocess
+
     wanted = wanted_packages()
     if not wanted:
         say("nothing to install")
