@@ -3,9 +3,9 @@ verified in QEMU and packaged (DEB and RPM), then indexed with ``--base-url`` po
 a loopback HTTP server that serves the published tree.
 
 Real clients configured from the tree alone: apt in an isolated root with
-``clients/livegraft.sources`` (its Signed-By pointed at ``keys/livegraft-archive.gpg``
-as fetched from the server, the one step the file's comment asks for), and dnf in an
-installroot with ``clients/livegraft.repo`` as its only repository. Both install the
+``clients/livegraft.sources`` as it is fetched from the server (the archive key is inline
+in its Signed-By, so nothing else is fetched or rewritten), and dnf in an installroot
+with ``clients/livegraft.repo`` as its only repository. Both install the
 package for one build and see the advisories; then a new level (a sample fix's source
 edited, plan/build/verify/package/index again) and both upgrade to it.
 
@@ -124,14 +124,10 @@ class Apt(AptRoot):
 
     def __init__(self, tmp: Path, pub: Published) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
-        keyring = pub.fetch("keys/livegraft-archive.gpg", tmp / "livegraft-archive.gpg")
         sources = pub.fetch("clients/livegraft.sources", tmp / "livegraft.sources").read_text()
-        assert "Signed-By: /usr/share/keyrings/livegraft-archive.gpg\n" in sources
-        # The keyring's install step, into this client's own folder instead of the host's.
-        super().__init__(
-            tmp / "aptroot",
-            sources.replace("/usr/share/keyrings/livegraft-archive.gpg", str(keyring)),
-        )
+        # The file as published, dropped in as it is: the key is inline, no path to fill.
+        assert "\nSigned-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n" in sources
+        super().__init__(tmp / "aptroot", sources)
 
     def __call__(self, *args: str) -> str:
         cp = self.run(*args)

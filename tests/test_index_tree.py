@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,13 @@ def assemble(
     )
 
 
+def inline_key(sources: str) -> bytes:
+    """The armored key block of a deb822 source's multi-line Signed-By, as gpg wrote it."""
+    block = sources.split("\nSigned-By:\n", 1)[1].splitlines()
+    assert all(line.startswith(" ") for line in block), block
+    return "".join("\n" if line == " ." else line[1:] + "\n" for line in block).encode()
+
+
 def files(root: Path, under: str) -> dict[str, tuple[int, int]]:
     """Every file below root/under: (inode, mtime_ns)."""
     return {
@@ -191,14 +199,17 @@ def test_keys_and_client_files(
         .read_text()
         .startswith("-----BEGIN CERTIFICATE-----\n")
     )
-    [sources] = list(deb822.Deb822.iter_paragraphs((out / "clients/livegraft.sources").read_text()))
-    assert dict(sources) == {
+    text = (out / "clients/livegraft.sources").read_text()
+    [sources] = list(deb822.Deb822.iter_paragraphs(text))
+    assert {k: v for k, v in sources.items() if k != "Signed-By"} == {
         "Types": "deb",
         "URIs": "https://example.test/lg/deb",
         "Suites": DIST,
         "Components": "main",
-        "Signed-By": "/usr/share/keyrings/livegraft-archive.gpg",
     }
+    # The key itself, inline: the file is all a host needs.
+    assert inline_key(text) == signer.public_asc()
+    assert tree.indexed_base_url(out) == "https://example.test/lg"
     repo = (out / "clients/livegraft.repo").read_text()
     assert f"[livegraft-{DIST}-x86_64]" in repo
     assert f"metalink=https://example.test/lg/rpm/{DIST}/x86_64/metalink.xml" in repo
@@ -208,6 +219,31 @@ def test_keys_and_client_files(
         f"https://example.test/lg/rpm/{DIST}/x86_64/gen-1/repodata/repomd.xml"
         in (out / f"rpm/{DIST}/x86_64/metalink.xml").read_text()
     )
+
+
+def test_a_rotation_puts_both_keys_inline(
+    generated: Generated, cert_der: bytes, tmp_path: Path
+) -> None:
+    with archive_signers(tmp_path / "keys", (1,), (1, 2)) as (old, both):
+        out = tmp_path / "repo"
+        sources = out / "clients/livegraft.sources"
+        assemble(out, generated.records[:4], old, cert_der)
+        assert inline_key(sources.read_text()) == old.public_asc()
+        rotated = assemble(out, generated.records[:4], both, cert_der)
+        assert "clients/livegraft.sources" in rotated.written
+        assert inline_key(sources.read_text()) == both.public_asc()
+        home = tmp_path / "gnupg"
+        home.mkdir(mode=0o700)
+        shown = subprocess.run(
+            ["gpg", "--homedir", str(home), "--batch", "--show-keys", "--with-colons"],
+            input=inline_key(sources.read_text()), capture_output=True, check=True,
+        ).stdout.decode()  # fmt: skip
+        primary = [
+            line.split(":")[9]
+            for previous, line in zip(shown.splitlines(), shown.splitlines()[1:], strict=False)
+            if previous.startswith("pub:") and line.startswith("fpr:")
+        ]
+        assert sorted(primary) == sorted(both.fingerprints) and len(set(primary)) == 2
 
 
 def test_an_advisory_naming_a_file_in_no_pool_is_refused(

@@ -358,7 +358,9 @@ def test_a_tree_indexed_for_another_place_is_refused(tmp_path: Path) -> None:
     tree = write_tree(tmp_path / "tree", 1)
     served = tmp_path / "served"
     url = served.resolve().as_uri()
-    (tree / "clients/livegraft.sources").write_text(sources_text(url, ["bookworm"]))
+    # A stand-in key block: what is read back is the URIs line.
+    key = b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nstand-in\n-----END PGP PUBLIC KEY BLOCK-----\n"
+    (tree / "clients/livegraft.sources").write_text(sources_text(url, ["bookworm"], key))
     (tree / "clients/livegraft.repo").write_text(repo_text(url, [("bookworm", "x86_64")]))
     common = ["--config", str(config), "--from", str(tree)]
     elsewhere = _cli(*common, "--to", str(tmp_path / "elsewhere"), env=dict(os.environ))

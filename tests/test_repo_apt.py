@@ -18,7 +18,7 @@ import pytest
 from apt_client import AptRoot
 from debian import deb822
 from livegraft.pipeline.errors import InputError
-from livegraft.pipeline.repo import apt_repo
+from livegraft.pipeline.repo import apt_repo, tree
 from livegraft.pipeline.repo.advisory import Advisory
 from livegraft.signing.gpg import ArchiveSigner
 from repo_support import archive_signers, build_deb, http_server
@@ -214,6 +214,32 @@ def test_rotation_either_key_accepts_release_signed_by_both(
             assert "W: " not in output and "NO_PUBKEY" not in output, output
             apt("install", NAME)
             assert apt.installed() == "1"
+
+
+def test_published_sources_carry_every_key_of_a_rotation_inline(
+    tmp_path: Path, signers: tuple[ArchiveSigner, ...], debs: dict[str, Path]
+) -> None:
+    """clients/livegraft.sources as index writes it, used as it is (no keyring file): with
+    both keys of a rotation inline, a Release signed by either key alone is accepted, and
+    one signed by another key is not."""
+    main, both, second, wrong = signers
+    tree_root = tmp_path / "tree"
+    root = tree_root / "deb"
+    apt_repo.add_to_pool(root, [debs["v1"]])
+    with http_server(tree_root) as url:
+        sources = tree.sources_text(url, [SUITE], both.public_asc())
+        assert sources.count("-----BEGIN PGP PUBLIC KEY BLOCK-----") == 1
+        for i, key in enumerate((main, second)):
+            apt_repo.index_apt_repo(root, suite=SUITE, signer=key)
+            apt = AptRoot(tmp_path / f"client{i}", sources)
+            cp = apt.run("update")
+            assert "W: " not in cp.stdout + cp.stderr, cp.stdout + cp.stderr
+            apt.run("install", NAME)
+            assert (apt.root / "opt" / NAME).read_text().strip() == "1"
+        apt_repo.index_apt_repo(root, suite=SUITE, signer=wrong)
+        refused = AptRoot(tmp_path / "refused", sources)
+        cp = refused.run("update", ok=False)
+        assert "NO_PUBKEY" in cp.stdout + cp.stderr and refused.list_file("_Packages") is None
 
 
 def tamper_package(root: Path) -> None:

@@ -3,11 +3,11 @@
 Layout below the tree's root (``<work_dir>/repo`` by default)::
 
     keys/livegraft-archive.asc            the archive key(s), armored (dnf's gpgkey=)
-    keys/livegraft-archive.gpg            the same as a binary keyring (apt's Signed-By)
+    keys/livegraft-archive.gpg            the same as a binary keyring (for a keyring path)
     keys/livegraft-module-signing.crt     the module-signing certificate, PEM (and .der)
     deb/                                  apt repository root: pool/, dists/<dist>/
     rpm/<dist>/<arch>/                    dnf repository: pool/, gen-N/, metalink.xml
-    clients/livegraft.sources             deb822 source for apt (Signed-By a path)
+    clients/livegraft.sources             deb822 source for apt, the key(s) inline
     clients/livegraft.repo                one section per rpm dist and arch (metalink=)
 
 One apt suite per dist of the builds (``bookworm``), every suite sharing one pool; its
@@ -15,7 +15,13 @@ indexes name the newest level of each package only. Each rpm repository indexes 
 whole pool. Pool files are never removed here: an older level stays for clients that
 hold metadata naming it (and the rpm generations before the newest still name it).
 
-The client packages (records of kind ``client``: ``livegraft-client`` and the dnf plugin)
+``clients/livegraft.sources`` works dropped into ``/etc/apt/sources.list.d/`` as it is: its
+``Signed-By`` holds the archive key(s) as one ASCII-armored block (apt 2.4 and later), so
+apt trusts them for this source alone and a host needs no keyring file. During a
+rotation both keys are in the block.
+
+The client packages (records of kind ``client``: ``livegraft-client``, the dnf plugin and
+the apt hook)
 belong to no kernel build: each goes into every rpm repository (RPM, noarch) and every
 apt suite (DEB, Architecture: all, its newest version) the livepatch packages make, and
 into no advisory.
@@ -45,7 +51,7 @@ from urllib.parse import quote, urlsplit
 from debian import deb822
 
 from ..canonical import content_id
-from ..errors import InputError
+from ..errors import InputError, WorkError
 from ..files import write_atomic
 from ..package.records import Advisory as FixAdvisory
 from ..package.records import PackageRecord
@@ -65,8 +71,6 @@ MODULE_CERT = "livegraft-module-signing.crt"
 MODULE_DER = "livegraft-module-signing.der"
 SOURCES = "livegraft.sources"
 REPO_FILE = "livegraft.repo"
-# Where clients/livegraft.sources expects the keyring (install keys/livegraft-archive.gpg there).
-KEYRING_PATH = f"/usr/share/keyrings/{ARCHIVE_GPG}"
 COMPONENT = "main"
 APT_VALID_FOR = timedelta(days=7)
 STATE_FORMAT = 1
@@ -239,12 +243,23 @@ def pem_certificate(der: bytes) -> bytes:
     ).encode()
 
 
-def sources_text(base_url: str, suites: Sequence[str]) -> str:
+def sources_text(base_url: str, suites: Sequence[str], archive_asc: bytes) -> str:
+    """The deb822 source, ``Signed-By`` holding ``archive_asc`` (every archive key in one
+    armored block) as a multi-line field: each line indented by one space, an empty
+    line written as `` .``."""
+    lines = archive_asc.decode("ascii").strip().splitlines()
+    # One block holding every key (gpg --export --armor of them all) is what apt reads.
+    if [line for line in lines if line.startswith("-----")] != [
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+        "-----END PGP PUBLIC KEY BLOCK-----",
+    ]:
+        raise WorkError("the archive keys are not one ASCII-armored public key block")
+    key = "".join(f" {line.rstrip()}\n" if line.strip() else " .\n" for line in lines)
     return (
-        "# livegraft kernel livepatches (apt). Install the archive keyring first:\n"
-        f"#   curl -fsSLo {KEYRING_PATH} {base_url}/{KEYS}/{ARCHIVE_GPG}\n"
+        "# livegraft kernel livepatches (apt): put this file in /etc/apt/sources.list.d/ as\n"
+        "# it is. Signed-By holds the archive key(s) itself (apt 2.4 or later).\n"
         f"Types: deb\nURIs: {base_url}/{DEB}\nSuites: {' '.join(suites)}\n"
-        f"Components: {COMPONENT}\nSigned-By: {KEYRING_PATH}\n"
+        f"Components: {COMPONENT}\nSigned-By:\n{key}"
     )
 
 
@@ -474,7 +489,7 @@ def assemble_tree(
 
     clients: list[tuple[str, str]] = []
     if suites:
-        clients.append((SOURCES, sources_text(base_url, [s.suite for s in suites])))
+        clients.append((SOURCES, sources_text(base_url, [s.suite for s in suites], archive_asc)))
     if rpm_results:
         clients.append((REPO_FILE, repo_text(base_url, [(r.dist, r.arch) for r in rpm_results])))
     for name, text in clients:
