@@ -61,7 +61,7 @@ PACKAGES_KEYS = {
     ),
     "client_source": (
         "the livegraft source tree the client packages are built from, holding client/ "
-        "and plugins/dnf/ (path; default: the tree this livegraft runs from)"
+        "and plugins/ (path; default: the tree this livegraft runs from)"
     ),
 }
 PUBLISH_KEYS = {

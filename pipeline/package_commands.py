@@ -5,8 +5,9 @@ Formats: ``[packages] formats`` in the config, else each build's own family (a D
 Debian kernel, an RPM for an RPM kernel). Packages go to ``<work_dir>/packages/``, their
 records beside them (``package.records``: what ``livegraft index`` reads). RPMs are
 signed by the archive key (``signing.gpg``), loaded only when an RPM is to be built.
-The client packages (``livegraft-client``, and for RPM the dnf plugin) are built from
-the source tree once per format that some cell is packaged in, and listed last.
+The client packages (``livegraft-client``, for RPM the dnf plugin, for DEB the apt hook)
+are built from the source tree once per format that some cell is packaged in, and listed
+last.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """A copy of the livegraft source tree the client packages are built from.
 
-The client and the dnf plugin are written beside this work: the copy takes what the
-checkout has (``client/``, ``plugins/dnf/``) and adds a small stand-in only for a file
-the builder requires that is not there yet, so the package tests do not depend on how
-far the client is. Tests point ``[packages] client_source`` at the copy.
+The client, the dnf plugin and the apt hook are written beside this work: the copy takes
+what the checkout has (``client/``, ``plugins/dnf/``, ``plugins/apt/``) and adds a small
+stand-in only for a file the builder requires that is not there yet, so the package tests
+do not depend on how far the client is. Tests point ``[packages] client_source`` at the copy.
 """
 
 from __future__ import annotations
@@ -25,16 +25,24 @@ STAND_INS = {
     ),
     "plugins/dnf/livegraft.py": '"""The livegraft dnf plugin (stand-in)."""\n',
     "plugins/dnf/livegraft.conf": "[main]\nenabled=1\n",
+    "plugins/apt/apt_hook.py": '#!/usr/bin/python3 -I\n"""The livegraft apt hook (stand-in)."""\n',
+    "plugins/apt/20livegraft": '// livegraft (stand-in)\nDPkg::Post-Invoke { "true"; };\n',
+    "plugins/apt/51livegraft-unattended-upgrades": (
+        'Unattended-Upgrade::Origins-Pattern { "origin=livegraft"; };\n'
+    ),
+    "plugins/apt/triggers": "interest-noawait /usr/lib/livegraft\n",
+    "plugins/apt/postinst": "#!/bin/sh\nset -e\nexit 0\n",
 }
 
 
 def client_source(dest: Path) -> Path:
-    """``dest`` holding client/ and plugins/dnf/ as the checkout has them, completed."""
+    """``dest`` holding client/ and plugins/{dnf,apt}/ as the checkout has them, completed."""
     ignore = shutil.ignore_patterns("__pycache__", ".*")
     shutil.copytree(REPO / "client", dest / "client", ignore=ignore)
-    plugins = REPO / "plugins" / "dnf"
-    if plugins.is_dir():
-        shutil.copytree(plugins, dest / "plugins" / "dnf", ignore=ignore)
+    for name in ("dnf", "apt"):
+        plugins = REPO / "plugins" / name
+        if plugins.is_dir():
+            shutil.copytree(plugins, dest / "plugins" / name, ignore=ignore)
     for rel, text in STAND_INS.items():
         path = dest / rel
         if not path.is_file():

@@ -173,8 +173,9 @@ class Dnf:
 
 def test_tree_layout_and_clients(published: tuple[Published, str]) -> None:
     pub, output = published
-    # Two kernel builds' packages, and beside them the client's (and for RPM the plugin).
-    assert "deb  bookworm (amd64): 3 packages" in output, output
+    # Two kernel builds' packages, and beside them the client's (and its apt hook, or for
+    # RPM its dnf plugin).
+    assert "deb  bookworm (amd64): 4 packages" in output, output
     assert "rpm  bookworm/x86_64: generation 1, 4 packages" in output, output
     # What run published is what index assembled, every file of it.
     tree = pub.config.parent / "work" / "repo"

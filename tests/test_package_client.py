@@ -1,6 +1,7 @@
 """The client packages as ``livegraft package`` builds them beside the livepatch packages,
-and as ``livegraft index`` publishes them: ``livegraft-client`` (RPM and DEB) and
-``python3-dnf-plugin-livegraft`` (RPM), read back with rpm and dpkg-deb, checked with
+and as ``livegraft index`` publishes them: ``livegraft-client`` (RPM and DEB),
+``python3-dnf-plugin-livegraft`` (RPM) and ``apt-livegraft`` (DEB; its own tests are in
+test_package_apt_livegraft.py), read back with rpm and dpkg-deb, checked with
 ``rpm -K``, installed by real dnf from the indexed tree and seen by real apt.
 
 No compiler and no QEMU: the plan's one cell is a stand-in module marked verified
@@ -39,6 +40,7 @@ PLUGIN_DIR = "/usr/lib/python3.9/site-packages/dnf-plugins"
 CODE = "/usr/share/livegraft/python/livegraft/client"
 CLIENT = "livegraft-client"
 PLUGIN = "python3-dnf-plugin-livegraft"
+APT_HOOK = "apt-livegraft"
 LIVEPATCH_RPM = "kpatch-patch-6_1_0-56-amd64"
 
 
@@ -133,6 +135,7 @@ def test_client_packages_are_listed_after_the_livepatches(
         ("livepatch", "deb", "built"),
         ("livepatch", "rpm", "built"),
         ("client", "deb", "built"),
+        ("client", "deb", "built"),
         ("client", "rpm", "built"),
         ("client", "rpm", "built"),
     ]
@@ -141,11 +144,13 @@ def test_client_packages_are_listed_after_the_livepatches(
         for p in clients(done)
     ] == [
         (CLIENT, f"{VERSION}-1", "", 1, None, None),
+        (APT_HOOK, f"{VERSION}-1", "", 1, None, None),
         (CLIENT, VERSION, "1", 1, None, None),
         (PLUGIN, VERSION, "1", 1, None, None),
     ]
     assert [Path(p["path"]).name for p in clients(done)] == [
         f"{CLIENT}_{VERSION}-1_all.deb",
+        f"{APT_HOOK}_{VERSION}-1_all.deb",
         f"{CLIENT}-{VERSION}-1.noarch.rpm",
         f"{PLUGIN}-{VERSION}-1.noarch.rpm",
     ]
@@ -154,11 +159,12 @@ def test_client_packages_are_listed_after_the_livepatches(
     records = load_records(project.work)
     client_records = [r for r in records if r.is_client]
     assert [(r.type, r.name, r.version, r.release) for r in client_records] == [
+        ("deb", APT_HOOK, f"{VERSION}-1", ""),
         ("deb", CLIENT, f"{VERSION}-1", ""),
         ("rpm", CLIENT, VERSION, "1"),
         ("rpm", PLUGIN, VERSION, "1"),
     ]
-    document = client_records[1].document
+    document = client_records[2].document
     assert set(document) == {
         "format", "kind", "type", "name", "version", "release", "arch", "filename", "path",
         "sha256", "size", "content", "input", "signer", "project_version", "revision",
@@ -169,6 +175,7 @@ def test_client_packages_are_listed_after_the_livepatches(
     # The terminal output names them too.
     shown = livegraft("package", "--config", str(project.config))
     assert shown.status == 0 and f"client: {CLIENT}" in shown.out and PLUGIN in shown.out
+    assert f"client: {APT_HOOK}" in shown.out
 
 
 def test_client_rpm_files_modes_and_ties(packaged: tuple[Project, Run], tmp_path: Path) -> None:
@@ -315,7 +322,7 @@ def test_a_rerun_is_cached(packaged: tuple[Project, Run]) -> None:
     written = (ledger.stat().st_mtime_ns, ledger.read_bytes())
     again = project.package()
     assert again.status == 0, again.out + again.err
-    assert [p["status"] for p in clients(again)] == ["cached"] * 3
+    assert [p["status"] for p in clients(again)] == ["cached"] * 4
     assert snapshot(project.packages) == before
     assert (ledger.stat().st_mtime_ns, ledger.read_bytes()) == written
 
@@ -327,10 +334,11 @@ def test_the_same_content_gives_the_same_packages(
     other = project.copy(tmp_path / "p", packages=False)
     again = other.package()
     assert again.status == 0, again.out + again.err
-    assert [(p["status"], p["revision"]) for p in clients(again)] == [("built", 1)] * 3
-    assert client_path(again, "deb", CLIENT).read_bytes() == (
-        client_path(done, "deb", CLIENT).read_bytes()
-    )
+    assert [(p["status"], p["revision"]) for p in clients(again)] == [("built", 1)] * 4
+    for name in (CLIENT, APT_HOOK):
+        assert client_path(again, "deb", name).read_bytes() == (
+            client_path(done, "deb", name).read_bytes()
+        ), name
     # The OpenPGP signature carries the time it was made; the header does not.
     header = "%{SHA256HEADER} %{PAYLOADSHA256}"
     for name in (CLIENT, PLUGIN):
@@ -351,6 +359,8 @@ def test_new_content_gets_a_new_revision(packaged: tuple[Project, Run], tmp_path
     assert [p["status"] for p in second.packages if p["kind"] == "livepatch"] == ["cached"] * 2
     assert [(p["name"], p["version"], p["release"], p["status"]) for p in clients(second)] == [
         (CLIENT, f"{VERSION}-2", "", "built"),
+        # Its own files did not change either: it depends on exactly the new client.
+        (APT_HOOK, f"{VERSION}-2", "", "built"),
         (CLIENT, VERSION, "2", "built"),
         # The plugin's own files did not change, but it requires exactly the new client.
         (PLUGIN, VERSION, "2", "built"),
@@ -369,12 +379,14 @@ def test_new_content_gets_a_new_revision(packaged: tuple[Project, Run], tmp_path
     assert third.status == 0, third.out + third.err
     assert [(p["name"], p["release"] or p["version"], p["status"]) for p in clients(third)] == [
         (CLIENT, f"{VERSION}-2", "cached"),
+        (APT_HOOK, f"{VERSION}-2", "cached"),
         (CLIENT, "2", "cached"),
         (PLUGIN, "3", "built"),
     ]
     ledger = json.loads((other.work / "client-revisions.json").read_text(encoding="utf-8"))
     assert {k: v["level"] for k, v in ledger["packages"].items()} == {
         f"deb:{CLIENT}:{VERSION}": 2,
+        f"deb:{APT_HOOK}:{VERSION}": 2,
         f"rpm:{CLIENT}:{VERSION}": 2,
         f"rpm:{PLUGIN}:{VERSION}": 3,
     }
@@ -425,7 +437,10 @@ def test_no_packaged_cell_no_client_package(packaged: tuple[Project, Run], tmp_p
     other.config.write_text(text.replace('["deb", "rpm"]', '["deb"]'), encoding="utf-8")
     deb_only = other.package()
     assert deb_only.status == 0, deb_only.out + deb_only.err
-    assert [(p["format"], p["name"]) for p in clients(deb_only)] == [("deb", CLIENT)]
+    assert [(p["format"], p["name"]) for p in clients(deb_only)] == [
+        ("deb", CLIENT),
+        ("deb", APT_HOOK),
+    ]
     shutil.rmtree(other.packages)
     # Nothing verified: nothing packaged, not even the client.
     shutil.rmtree(other.work / "verify")
@@ -445,7 +460,8 @@ def test_index_publishes_them_and_real_clients_install_them(
     assert indexed.status == 0, indexed.out + indexed.err
     try:
         result = json.loads(indexed.out)
-        assert [(s["suite"], s["packages"]) for s in result["deb"]] == [("bookworm", 2)]
+        # The kernel's livepatch, the client and its apt hook.
+        assert [(s["suite"], s["packages"]) for s in result["deb"]] == [("bookworm", 3)]
         assert [(r["dist"], r["arch"], r["packages"]) for r in result["rpm"]] == [
             ("bookworm", "x86_64", 3)
         ]

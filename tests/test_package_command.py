@@ -167,7 +167,8 @@ def test_one_deb_and_one_signed_rpm_per_verified_cell(packaged: Packaged) -> Non
     assert [(p["kind"], p["format"], p["status"]) for p in run.packages] == [
         ("livepatch", "deb", "built"),
         ("livepatch", "rpm", "built"),
-        # Once per run and format: the client, and for RPM the dnf plugin.
+        # Once per run and format: the client, for DEB the apt hook, for RPM the dnf plugin.
+        ("client", "deb", "built"),
         ("client", "deb", "built"),
         ("client", "rpm", "built"),
         ("client", "rpm", "built"),
@@ -385,7 +386,7 @@ def test_a_rerun_is_cached_and_writes_nothing(packaged: Packaged) -> None:
     before = snapshot(packaged.project.packages)
     again = package(packaged.project)
     assert again.status == 0, again.out + again.err
-    assert [p["status"] for p in again.packages] == ["cached"] * 5
+    assert [p["status"] for p in again.packages] == ["cached"] * 6
     assert [p["sha256"] for p in again.packages] == [p["sha256"] for p in packaged.run.packages]
     assert snapshot(packaged.project.packages) == before
     assert not [p for p in packaged.project.packages.iterdir() if p.name.startswith(".")]
@@ -488,7 +489,7 @@ def test_lost_records_are_rewritten_and_the_packages_kept(
     again = package(project)
     assert again.status == 0, again.out + again.err
     # Rebuilt to compare, found the same, kept: the signed RPM is the one published before.
-    assert [p["status"] for p in again.packages] == ["cached"] * 5
+    assert [p["status"] for p in again.packages] == ["cached"] * 6
     assert [p["sha256"] for p in again.packages] == [p["sha256"] for p in packaged.run.packages]
     assert {kind: snapshot(project.packages / kind) for kind in ("deb", "rpm")} == pools
     assert {k: v[1] for k, v in snapshot(records).items()} == {k: v[1] for k, v in original.items()}

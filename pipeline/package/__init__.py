@@ -6,8 +6,8 @@ client packages beside them.
 - ``item``: one package's input (``PackageItem``), shared by both builders
 - ``deb``, ``rpm``: the builders, each reading its package back before it counts
 - ``client_files``, ``client_item``, ``client_rpm``, ``client_deb``: the client packages
-  (``livegraft-client``, ``python3-dnf-plugin-livegraft``) from the source tree, their
-  revisions kept in a ledger
+  (``livegraft-client``, ``python3-dnf-plugin-livegraft``, ``apt-livegraft``) from the
+  source tree, their revisions kept in a ledger
 - ``stage``: every cell of a plan, then the client packages, all or nothing, idempotent
   (``Packager``)
 - ``records``: what was produced, read back for ``livegraft index``

@@ -16,6 +16,12 @@
 dnf pluginpath (``[packages] dnf_plugin_dir``) and ``plugins/dnf/livegraft.conf`` as
 ``/etc/dnf/plugins/livegraft.conf``, a config file the host's edits survive.
 
+``apt-livegraft`` (DEB only): ``plugins/apt/apt_hook.py`` as
+``/usr/libexec/livegraft/apt-hook`` (0755); ``plugins/apt/20livegraft`` and
+``plugins/apt/51livegraft-unattended-upgrades`` in ``/etc/apt/apt.conf.d`` (conffiles);
+and two control members: ``triggers`` (``plugins/apt/triggers``) and the ``postinst``
+(``plugins/apt/postinst``) that dpkg runs when the trigger fires.
+
 Every file named here must exist: a package missing its launcher or unit would install
 a client that cannot run, so a missing one is an input error, never a placeholder.
 """
@@ -33,6 +39,7 @@ from ..errors import InputError
 
 CLIENT_PACKAGE = "livegraft-client"
 DNF_PLUGIN_PACKAGE = "python3-dnf-plugin-livegraft"
+APT_HOOK_PACKAGE = "apt-livegraft"
 LAUNCHER = PurePosixPath("/usr/bin/livegraftctl")
 UNIT_DIR = PurePosixPath("/usr/lib/systemd/system")
 UNIT = UNIT_DIR / "livegraft.service"
@@ -40,6 +47,9 @@ UNIT_ENABLED = UNIT_DIR / "multi-user.target.wants" / "livegraft.service"
 STATE_DIR = PurePosixPath("/var/lib/livegraft")
 CONFIG_DIR = PurePosixPath("/etc/livegraft")
 DNF_PLUGIN_CONF = PurePosixPath("/etc/dnf/plugins/livegraft.conf")
+# Where 20livegraft and the client's `livegraftctl sync` expect the hook.
+APT_HOOK = PurePosixPath("/usr/libexec/livegraft/apt-hook")
+APT_CONF_DIR = PurePosixPath("/etc/apt/apt.conf.d")
 CLIENT_CODE = PurePosixPath(CLIENT_PYTHON_DIR) / "livegraft" / "client"
 # The folders only this package puts files in (the rest belong to the system).
 _OWN_ROOT = PurePosixPath("/usr/share/livegraft")
@@ -60,8 +70,18 @@ class Entry:
     data: bytes = b""
     # A symlink's target, as written (relative).
     target: str = ""
-    # A config file the host may edit (RPM %config(noreplace)).
+    # A config file the host may edit: RPM %config(noreplace), a DEB conffile.
     config: bool = False
+
+
+@dataclass(frozen=True)
+class ControlMember:
+    """A DEB control member beside ``control`` and ``md5sums`` (a script, triggers,
+    conffiles): its name in ``DEBIAN/``, mode and bytes."""
+
+    name: str
+    mode: int
+    data: bytes
 
 
 def default_source() -> Path:
@@ -136,3 +156,26 @@ def dnf_plugin_payload(source: Path, plugin_dir: str) -> tuple[Entry, ...]:
         Entry(DNF_PLUGIN_CONF, "file", 0o644, conf, config=True),
         Entry(_checked(PurePosixPath(plugin_dir) / "livegraft.py"), "file", 0o644, plugin),
     )
+
+
+def apt_hook_payload(source: Path) -> tuple[Entry, ...]:
+    """apt-livegraft's three files, sorted by path; the folders are apt's and the system's."""
+    hook = _required(source, "plugins/apt/apt_hook.py", "the apt hook")
+    conf = _required(source, "plugins/apt/20livegraft", "the apt hook's apt.conf.d lines")
+    unattended_name = "51livegraft-unattended-upgrades"
+    unattended = _required(
+        source, f"plugins/apt/{unattended_name}", "the apt hook's unattended-upgrades drop-in"
+    )
+    return (
+        Entry(APT_CONF_DIR / "20livegraft", "file", 0o644, conf, config=True),
+        Entry(APT_CONF_DIR / unattended_name, "file", 0o644, unattended, config=True),
+        Entry(APT_HOOK, "file", 0o755, hook),
+    )
+
+
+def apt_hook_scripts(source: Path) -> tuple[ControlMember, ...]:
+    """apt-livegraft's trigger on /usr/lib/livegraft and the postinst it runs: a plain
+    ``dpkg -i`` of a livepatch package applies it too (under apt, the hook does)."""
+    triggers = _required(source, "plugins/apt/triggers", "the apt hook's dpkg triggers")
+    postinst = _required(source, "plugins/apt/postinst", "the apt hook's postinst")
+    return (ControlMember("postinst", 0o755, postinst), ControlMember("triggers", 0o644, triggers))

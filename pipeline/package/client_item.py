@@ -3,7 +3,9 @@
 - RPM: ``livegraft-client`` (noarch; ``Recommends: python3, kmod``, nothing required, so
   it installs into any root) and ``python3-dnf-plugin-livegraft`` (noarch; ``Requires:
   livegraft-client = V-R``, the exact build it was made with).
-- DEB: ``livegraft-client`` (all; ``Depends: python3 (>= 3.9), kmod``).
+- DEB: ``livegraft-client`` (all; ``Depends: python3 (>= 3.9), kmod``; no control
+  member but ``control`` and ``md5sums``) and ``apt-livegraft`` (all; ``Depends:
+  livegraft-client (= V-N), python3-apt``; ``conffiles``, ``triggers``, ``postinst``).
 
 Versions: the project's version (its installed metadata, from pyproject) and a revision
 N. RPM: Version = the project's version, Release = N; DEB: Version = ``<version>-N``. N
@@ -29,9 +31,13 @@ from ..config import PackageSettings
 from ..errors import InputError, WorkError
 from ..levels import Ledger
 from .client_files import (
+    APT_HOOK_PACKAGE,
     CLIENT_PACKAGE,
     DNF_PLUGIN_PACKAGE,
+    ControlMember,
     Entry,
+    apt_hook_payload,
+    apt_hook_scripts,
     client_payload,
     default_source,
     dnf_plugin_payload,
@@ -61,6 +67,14 @@ PLUGIN_DESCRIPTION = tuple(
         "Makes dnf install the livepatch package for every kernel build installed, and "
         "apply the one for the running kernel after each transaction (through "
         "livegraft-client).",
+        _WIDTH,
+    )
+)
+APT_HOOK_DESCRIPTION = tuple(
+    textwrap.wrap(
+        "Makes apt and unattended-upgrades install the livepatch package for the running "
+        "kernel build and every installed kernel, and apply the running one's after each "
+        "dpkg run, or when a plain dpkg -i installs one (through livegraft-client).",
         _WIDTH,
     )
 )
@@ -108,6 +122,8 @@ class ClientItem:
     maintainer: str
     vendor: str
     epoch: int
+    # A DEB's control members beside control and md5sums, sorted by name (none for RPM).
+    control: tuple[ControlMember, ...] = ()
 
     @property
     def version(self) -> str:
@@ -127,23 +143,28 @@ class ClientItem:
 
     def content_digest(self) -> str:
         """Everything the package's bytes depend on except its revision."""
-        return content_id(
-            {
-                "stage": "client-package",
-                "builder": CLIENT_BUILDER_VERSION,
-                "type": self.type,
-                "name": self.name,
-                "project_version": self.project_version,
-                "arch": self.arch,
-                "payload": [_entry_json(e) for e in self.payload],
-                "relations": [list(r) for r in self.relations],
-                "summary": self.summary,
-                "description": list(self.description),
-                "maintainer": self.maintainer,
-                "vendor": self.vendor,
-                "epoch": self.epoch,
-            }
-        )
+        document: dict[str, Any] = {
+            "stage": "client-package",
+            "builder": CLIENT_BUILDER_VERSION,
+            "type": self.type,
+            "name": self.name,
+            "project_version": self.project_version,
+            "arch": self.arch,
+            "payload": [_entry_json(e) for e in self.payload],
+            "relations": [list(r) for r in self.relations],
+            "summary": self.summary,
+            "description": list(self.description),
+            "maintainer": self.maintainer,
+            "vendor": self.vendor,
+            "epoch": self.epoch,
+        }
+        # Only when there are any: a package without them keeps the digest (and so the
+        # revision) it had before control members were part of an item.
+        if self.control:
+            document["control"] = [
+                [m.name, m.mode, hashlib.sha256(m.data).hexdigest()] for m in self.control
+            ]
+        return content_id(document)
 
     def input_id(self) -> str:
         return content_id({"content": self.content_digest(), "revision": self.revision})
@@ -177,19 +198,33 @@ def client_items(
         # Weak only: a root whose repositories offer no python3 (an installroot with
         # only livegraft's) could not install it otherwise; a real host has both anyway.
         relations = (("Recommends", "python3"), ("Recommends", "kmod"))
+    payload = client_payload(source)
     client = _assigned(
         ClientItem(
             name=CLIENT_PACKAGE,
-            payload=client_payload(source),
+            payload=payload,
             relations=relations,
             summary="livegraft kernel livepatch client",
             description=DESCRIPTION,
+            # No scripts: the unit is enabled by a symlink in the package.
+            control=deb_members(payload, ()) if kind == "deb" else (),
             **common,
         ),
         ledger,
     )
     if kind == "deb":
-        return [client]
+        payload = apt_hook_payload(source)
+        hook = ClientItem(
+            name=APT_HOOK_PACKAGE,
+            payload=payload,
+            # Exactly the client it was built with, as the dnf plugin: the hook imports it.
+            relations=(("Depends", f"{CLIENT_PACKAGE} (= {client.version}), python3-apt"),),
+            summary="apt hook for livegraft kernel livepatches",
+            description=APT_HOOK_DESCRIPTION,
+            control=deb_members(payload, apt_hook_scripts(source)),
+            **common,
+        )
+        return [client, _assigned(hook, ledger)]
     plugin = ClientItem(
         name=DNF_PLUGIN_PACKAGE,
         payload=dnf_plugin_payload(source, settings.dnf_plugin_dir),
@@ -200,6 +235,19 @@ def client_items(
         **common,
     )
     return [client, _assigned(plugin, ledger)]
+
+
+def deb_members(
+    payload: tuple[Entry, ...], scripts: tuple[ControlMember, ...]
+) -> tuple[ControlMember, ...]:
+    """``scripts`` and, when the payload has config files, ``conffiles`` naming them."""
+    config = sorted(str(e.path) for e in payload if e.config)
+    members = list(scripts)
+    if config:
+        members.append(
+            ControlMember("conffiles", 0o644, "".join(f"{p}\n" for p in config).encode())
+        )
+    return tuple(sorted(members, key=lambda m: m.name))
 
 
 def _assigned(item: ClientItem, ledger: RevisionLedger) -> ClientItem:

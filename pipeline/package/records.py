@@ -16,8 +16,8 @@ advisory per fix with its CVEs, severity, description and the packages carrying 
 
 Two kinds of record (``kind``): ``livepatch`` (one kernel build's module: ``build``,
 ``level``, ``module``, ``fixes``, ``cves``; a record written before kinds existed is one)
-and ``client`` (``livegraft-client`` and the dnf plugin: ``project_version`` and
-``revision`` instead, no build and no fixes, so it belongs to every repository and to no
+and ``client`` (``livegraft-client``, the dnf plugin, the apt hook: ``project_version``
+and ``revision`` instead, no build and no fixes, so it belongs to every repository and to no
 advisory).
 """
 
