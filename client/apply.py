@@ -79,15 +79,16 @@ def disabled_reason(kernel: Kernel) -> str | None:
     return None
 
 
-def settle(kernel: Kernel, settings: st.Settings) -> None:
-    """Clear the crash-loop guard of this boot once its patch has run for the grace time."""
+def settle(kernel: Kernel, settings: st.Settings, *, shutdown: bool = False) -> None:
+    """Clear the crash-loop guard of this boot once its patch has run for the grace time,
+    or at a clean ``shutdown`` (the machine going down in order was not crashed by it)."""
     guard = st.read_guard(kernel.roots)
     if guard is None or guard.boot_id != kernel.boot_id():
         return
     patch = kernel.patch(guard.module)
     if patch is None or not patch.enabled:
         st.clear_guard(kernel.roots)  # its load did not stay: nothing left to guard
-    elif time.time() - guard.started >= settings.grace and not patch.transition:
+    elif shutdown or (time.time() - guard.started >= settings.grace and not patch.transition):
         st.clear_guard(kernel.roots)
 
 

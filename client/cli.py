@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     auto.add_argument("mode", choices=["on", "off"])
     settle_cmd = sub.add_parser("settle", help=argparse.SUPPRESS)
     settle_cmd.add_argument("--wait", action="store_true")
+    settle_cmd.add_argument("--shutdown", action="store_true")
     return parser
 
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "settle":
             if args.wait:
                 time.sleep(settings.grace + 0.5)
-            settle(Kernel(roots), settings)
+            settle(Kernel(roots), settings, shutdown=args.shutdown)
             return 0
     except st.SettingsError as exc:
         print(f"livegraftctl: {exc}", file=sys.stderr)

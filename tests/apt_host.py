@@ -70,7 +70,15 @@ class AptProject:
         return bytes(body.read())
 
 
-def make_apt_project(root: Path, server: SeaweedFS, bucket: str) -> AptProject:
+def make_apt_project(
+    root: Path,
+    server: SeaweedFS,
+    bucket: str,
+    *,
+    formats: tuple[str, ...] = ("deb",),
+    base_url: str | None = None,
+) -> AptProject:
+    """``base_url``: where clients read the bucket (default: this machine's view of it)."""
     root.mkdir(parents=True)
     shutil.copytree(REPO / "examples" / "fixes", root / "fixes")
     shutil.copytree(REPO / "examples" / "errata", root / "errata")
@@ -82,9 +90,9 @@ def make_apt_project(root: Path, server: SeaweedFS, bucket: str) -> AptProject:
         'name = "apt-tests"\nwork_dir = "work"\nerrata = ["errata"]\nfixes = "fixes"\n'
         f'[build]\ncache = "{CACHE}"\n'
         f'[signing]\nmodule_key = "{keys / KEY_FILE}"\nmodule_cert = "{keys / CERT_FILE}"\n'
-        '[packages]\nformats = ["deb"]\n'
+        f"[packages]\nformats = {json.dumps(list(formats))}\n"
         f'[publish]\nto = "s3://{bucket}/lg"\nendpoint = "{server.endpoint}"\n'
-        f'addressing = "path"\nbase_url = "{server.endpoint}/{bucket}/lg"\n'
+        f'addressing = "path"\nbase_url = "{base_url or f"{server.endpoint}/{bucket}/lg"}"\n'
         f'[[discover]]\nfrom = "apt"\nuname_r = {json.dumps([RUNNING, SIBLING])}\n',
         encoding="utf-8",
     )

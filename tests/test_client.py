@@ -446,3 +446,17 @@ def test_the_boot_unit_is_valid_for_systemd(tmp_path: Path) -> None:
     text = unit.read_text()
     assert "ExecStart=/usr/bin/livegraftctl apply --boot" in text
     assert "ConditionKernelCommandLine=!livegraft.enable=0" in text
+
+
+def test_a_clean_shutdown_clears_the_guard(host: Host) -> None:
+    (host.kernel.root / "etc/livegraft/livegraft.conf").write_text(
+        CONF.replace("grace = 0", "grace = 600")
+    )
+    host.install(1)
+    assert host.ctl("apply").returncode == 0
+    guard = host.kernel.root / "var/lib/livegraft/loading"
+    assert guard.exists()
+    assert host.ctl("settle", "--shutdown").returncode == 0  # the unit's ExecStop
+    assert not guard.exists()
+    host.kernel.boot("0e9b7c1d-4444-4a86-9d1e-7e0e4c1f7a04")
+    assert host.ctl("apply", "--boot").returncode == 0
