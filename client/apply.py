@@ -296,16 +296,22 @@ class Client:
             and os.path.isdir("/run/systemd/system")
             and shutil.which("systemd-run")
         ):
-            argv = [
-                "systemd-run",
-                "--quiet",
-                "--collect",
-                f"--on-active={int(self.settings.grace) + 1}",
-                "--unit=livegraft-settle",
-                "livegraftctl",
-                "settle",
-            ]
-            subprocess.run(argv, check=False, capture_output=True, timeout=30)
+            stamp = int(time.time())
+            for extra in (
+                # The grace timer (its own name per load: a later load gets a later timer).
+                [f"--on-active={int(self.settings.grace) + 1}",
+                 f"--unit=livegraft-settle-{stamp}", "livegraftctl", "settle"],
+                # And a clean shutdown before then clears it too: a transient unit whose
+                # ExecStop runs as the machine goes down in order (a crash runs nothing).
+                # Needed since livegraft.service is only active from the next boot on
+                # when the client was installed in this one.
+                [f"--unit=livegraft-guard-{stamp}", "--property=RemainAfterExit=yes",
+                 "--property=ExecStop=/usr/bin/livegraftctl settle --shutdown", "/bin/true"],
+            ):  # fmt: skip
+                subprocess.run(
+                    ["systemd-run", "--quiet", "--collect", *extra],
+                    check=False, capture_output=True, timeout=30,
+                )  # fmt: skip
             return
         # No systemd: a detached child of our own, whose import path is ours.
         env = dict(os.environ)

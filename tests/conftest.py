@@ -39,3 +39,21 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def client_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The client's import path laid out as the livegraft-client package installs it
+    (livegraft/client/…), pointing at this checkout's client/."""
+    top = tmp_path_factory.mktemp("client-path")
+    (top / "livegraft").mkdir()
+    (top / "livegraft" / "client").symlink_to(REPO / "client")
+    return top
+
+
+@pytest.fixture(scope="session")
+def running_version() -> str:
+    """The distribution version of the build the client tests play as the running one."""
+    from dnf_host import RUNNING, build_version
+
+    return build_version(RUNNING)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from apt_host import AptHost, AptProject, make_apt_project
 from conftest import REPO
-from dnf_host import RUNNING, SIBLING, build_version, client_tree, module_name
+from dnf_host import RUNNING, SIBLING, module_name
 from repo_support import kill_agents_under
 from seaweed import SeaweedFS
 
@@ -47,19 +47,9 @@ def project(seaweedfs: SeaweedFS, tmp_path_factory: pytest.TempPathFactory) -> I
     kill_agents_under(project.root)
 
 
-@pytest.fixture(scope="module")
-def client_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return client_tree(tmp_path_factory.mktemp("client"))
-
-
-@pytest.fixture(scope="module")
-def version() -> str:
-    return build_version(RUNNING)
-
-
 @pytest.fixture
-def host(tmp_path: Path, project: AptProject, client_path: Path, version: str) -> AptHost:
-    host = AptHost(tmp_path, project, client_path, version=version)
+def host(tmp_path: Path, project: AptProject, client_path: Path, running_version: str) -> AptHost:
+    host = AptHost(tmp_path, project, client_path, version=running_version)
     host.install_hook()
     host.apt("update")
     return host
@@ -205,12 +195,12 @@ def test_unattended_upgrades_brings_the_next_level(project: AptProject, host: Ap
 
 
 def test_host_set_up_as_the_readme_says_and_plain_dpkg(
-    project: AptProject, tmp_path: Path, client_path: Path, version: str
+    project: AptProject, tmp_path: Path, client_path: Path, running_version: str
 ) -> None:
     """The README's commands with the client and the hook as apt-livegraft installs them
     (only /usr/libexec in its apt.conf.d lines pointed into the root, since apt runs hooks
     on this machine), then a plain `dpkg -i` applied through apt-livegraft's trigger."""
-    host = AptHost(tmp_path, project, client_path, version=version)
+    host = AptHost(tmp_path, project, client_path, version=running_version)
     # 1. the source file, exactly as published (its key is inline)
     sources = project.get("clients/livegraft.sources").decode()
     assert (host.root / "etc/apt/sources.list.d/livegraft.sources").read_text() == sources

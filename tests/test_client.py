@@ -28,15 +28,6 @@ SIBLING = "6.1.0-55-amd64"
 CONF = "[client]\ntransition_timeout = 2\nbusy_delay = 0.05\ngrace = 0\n"
 
 
-@pytest.fixture(scope="session")
-def client_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The client's import path as the package lays it out: livegraft/client/…"""
-    top = tmp_path_factory.mktemp("client-path")
-    (top / "livegraft").mkdir()
-    (top / "livegraft" / "client").symlink_to(REPO / "client")
-    return top
-
-
 class Host:
     def __init__(self, tmp: Path, client_path: Path, key: tuple[Path, Path]) -> None:
         self.kernel = FakeKernel.make(tmp / "kernel")

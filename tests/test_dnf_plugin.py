@@ -22,8 +22,6 @@ from dnf_host import (
     SIBLING,
     DnfHost,
     Project,
-    build_version,
-    client_tree,
     environ_without_aws,
     livegraft,
     make_project,
@@ -43,20 +41,10 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     kill_agents_under(project.root)
 
 
-@pytest.fixture(scope="module")
-def client_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return client_tree(tmp_path_factory.mktemp("client"))
-
-
-@pytest.fixture(scope="module")
-def version() -> str:
-    return build_version(RUNNING)
-
-
 @pytest.fixture
-def host(tmp_path: Path, project: Project, client_path: Path, version: str) -> DnfHost:
+def host(tmp_path: Path, project: Project, client_path: Path, running_version: str) -> DnfHost:
     repo = (project.public / "clients/livegraft.repo").read_text()
-    return DnfHost(tmp_path, repo, client_path, version=version)
+    return DnfHost(tmp_path, repo, client_path, version=running_version)
 
 
 def test_installing_the_running_builds_package_applies_it(host: DnfHost) -> None:
@@ -149,7 +137,7 @@ def test_a_missing_client_core_never_breaks_dnf(host: DnfHost, tmp_path: Path) -
 
 
 def test_seaweedfs(
-    project: Project, seaweedfs: SeaweedFS, tmp_path: Path, client_path: Path, version: str
+    project: Project, seaweedfs: SeaweedFS, tmp_path: Path, client_path: Path, running_version: str
 ) -> None:
     """The same tree published to a bucket, read by dnf over plain HTTP."""
     seaweedfs.create_bucket("dnf-plugin")
@@ -165,7 +153,7 @@ def test_seaweedfs(
     )  # fmt: skip
     assert cp.returncode == 0, cp.stdout + cp.stderr
     repo = seaweedfs.client().get_object(Bucket="dnf-plugin", Key="lg/clients/livegraft.repo")
-    host = DnfHost(tmp_path, repo["Body"].read().decode(), client_path, version=version)
+    host = DnfHost(tmp_path, repo["Body"].read().decode(), client_path, version=running_version)
     output = host.dnf("upgrade")
     assert f"livegraft: applied: {module_name(RUNNING, 1)}" in output, output
     # Back to the folder's URL for the tests after this one.
@@ -175,11 +163,11 @@ def test_seaweedfs(
 
 
 def test_host_set_up_as_the_readme_says(
-    project: Project, tmp_path: Path, client_path: Path, version: str
+    project: Project, tmp_path: Path, client_path: Path, running_version: str
 ) -> None:
     """The README's three commands (repo file, key, install), with the client and the
     plugin as the packages install them: nothing of this checkout's own files is used."""
-    host = DnfHost(tmp_path, "", client_path, version=version)
+    host = DnfHost(tmp_path, "", client_path, version=running_version)
     root = host.root
     # 1. the repository file from the tree's clients/
     shutil.copy(project.public / "clients/livegraft.repo", host.repos / "livegraft.repo")
