@@ -40,7 +40,7 @@ from livegraft.pipeline.verify.initramfs import base_image
 
 PACKAGES = (
     "systemd", "systemd-sysv", "udev", "kmod", "python3", "python3-apt", "dnf", "curl",
-    "unattended-upgrades", "ca-certificates", "iproute2", "procps",
+    "unattended-upgrades", "ca-certificates", "iproute2", "procps", "rpm",
 )  # fmt: skip
 REPO_ADDR = "10.0.2.100"
 CONTROL_ADDR = "10.0.2.101"

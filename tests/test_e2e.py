@@ -36,13 +36,20 @@ SAMPLE_EFFECT = "livepatched by livegraft (LGSA-SAMPLE-0001)"
 class Phases:
     def __init__(self, request: pytest.FixtureRequest) -> None:
         self.reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        self.capture = request.config.pluginmanager.get_plugin("capturemanager")
         self.times: list[tuple[str, float]] = []
 
     def __call__(self, name: str) -> _Phase:
         return _Phase(self, name)
 
     def say(self, line: str) -> None:
-        if self.reporter is not None:
+        """A line on the terminal as it happens, past pytest's capture of the test."""
+        if self.reporter is None:
+            return
+        if self.capture is not None:
+            with self.capture.global_and_fixture_disabled():
+                self.reporter.write_line(line)
+        else:
             self.reporter.write_line(line)
 
 
