@@ -21,7 +21,7 @@ from pathlib import Path
 
 from apt_client import AptRoot
 from conftest import REPO
-from dnf_host import CACHE, CLIENT_CONF, RUNNING, SIBLING, livegraft
+from dnf_host import CACHE, CLIENT_CONF, RUNNING, SIBLING, edit_sample, livegraft
 from fake_kernel import FakeKernel
 from livegraft.signing.module_key import CERT_FILE, KEY_FILE, generate_module_key
 from seaweed import SeaweedFS
@@ -61,8 +61,7 @@ class AptProject:
         return output
 
     def new_level(self) -> str:
-        source = self.root / "fixes" / "LGSA-SAMPLE-0001" / "livepatch.c"
-        source.write_text(source.read_text() + "\n/* next level of the sample */\n")
+        edit_sample(self.root)
         return self.run()
 
     def get(self, key: str) -> bytes:

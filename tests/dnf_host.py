@@ -74,10 +74,14 @@ class Project:
         return output
 
     def new_level(self) -> str:
-        """A sample fix's source edited, then the whole pipeline again."""
-        source = self.root / "fixes" / "LGSA-SAMPLE-0001" / "livepatch.c"
-        source.write_text(source.read_text() + "\n/* next level of the sample */\n")
+        edit_sample(self.root)
         return self.run()
+
+
+def edit_sample(project_root: Path) -> None:
+    """New content for a sample fix, so the next run makes every package a new level."""
+    source = project_root / "fixes" / "LGSA-SAMPLE-0001" / "livepatch.c"
+    source.write_text(source.read_text() + "\n/* next level of the sample */\n")
 
 
 def make_project(root: Path) -> Project:

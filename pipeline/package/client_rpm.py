@@ -19,11 +19,10 @@ from ..errors import WorkError
 from .client_files import Entry
 from .client_item import ClientItem, check_tree
 from .rpm import (
-    BUILD_MACROS,
-    LICENSE,
     check_no_scripts,
     check_signature,
     payload_tar,
+    preamble,
     query,
     rpmbuild,
     sign,
@@ -60,15 +59,15 @@ def spec(item: ClientItem) -> str:
     names = iter(sources(item))
     install = [_install_line(e, next(names) if e.kind == "file" else "") for e in item.payload]
     lines = [
-        *BUILD_MACROS,
-        f"Name: {item.name}",
-        f"Version: {item.version}",
-        f"Release: {item.release}",
-        f"Summary: {spec_text(item.summary)}",
-        f"License: {LICENSE}",
-        f"Group: {GROUP}",
-        f"Vendor: {spec_text(item.vendor)}",
-        f"Packager: {spec_text(item.maintainer)}",
+        *preamble(
+            name=item.name,
+            version=item.version,
+            release=item.release,
+            summary=item.summary,
+            vendor=item.vendor,
+            maintainer=item.maintainer,
+            group=GROUP,
+        ),
         "BuildArch: noarch",
         "AutoReqProv: no",
         *(f"{tag}: {value}" for tag, value in item.relations),

@@ -80,18 +80,35 @@ def ties(item: PackageItem) -> list[str]:
     return lines
 
 
+def preamble(
+    *, name: str, version: str, release: str, summary: str, vendor: str, maintainer: str,
+    group: str = GROUP,
+) -> list[str]:  # fmt: skip
+    """The build macros and the tags every livegraft RPM starts with."""
+    return [
+        *BUILD_MACROS,
+        f"Name: {name}",
+        f"Version: {version}",
+        f"Release: {release}",
+        f"Summary: {spec_text(summary)}",
+        f"License: {LICENSE}",
+        f"Group: {group}",
+        f"Vendor: {spec_text(vendor)}",
+        f"Packager: {spec_text(maintainer)}",
+    ]
+
+
 def spec(item: PackageItem, module_source: str, info_source: str) -> str:
     description = [spec_text(line) for line in item.description] or [spec_text(item.summary)]
     lines = [
-        *BUILD_MACROS,
-        f"Name: {item.name}",
-        f"Version: {item.version}",
-        f"Release: {item.release}",
-        f"Summary: {spec_text(item.summary)}",
-        f"License: {LICENSE}",
-        f"Group: {GROUP}",
-        f"Vendor: {spec_text(item.vendor)}",
-        f"Packager: {spec_text(item.maintainer)}",
+        *preamble(
+            name=item.name,
+            version=item.version,
+            release=item.release,
+            summary=item.summary,
+            vendor=item.vendor,
+            maintainer=item.maintainer,
+        ),
         "AutoReqProv: no",
         *ties(item),
         "",
