@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apt_host import AptHost, AptProject, make_apt_project
+from apt_host import HOOK, AptHost, AptProject, make_apt_project
 from conftest import REPO
 from dnf_host import RUNNING, SIBLING, module_name
 from repo_support import kill_agents_under
@@ -140,6 +140,14 @@ def test_missing_python_apt_or_client_core_is_logged_and_never_fatal(
     output = host.apt("install", PATCH)
     assert "apt hook skipped: the client core (livegraft-client) cannot be loaded" in output
     assert host.version(PATCH) == "1"
+
+
+def test_a_removed_hook_whose_conffile_stays_does_not_stop_apt(host: AptHost) -> None:
+    """apt-livegraft removed but not purged: its apt.conf.d lines stay, the hook is gone."""
+    (host.root / HOOK).unlink()
+    output = host.apt("install", PATCH)
+    assert host.version(PATCH) == "1" and "livegraft:" not in output
+    assert host.kernel.log() == []
 
 
 def test_a_corrupt_state_file_does_not_stop_apt(host: AptHost) -> None:
