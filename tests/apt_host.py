@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,7 +194,3 @@ class AptHost(AptRoot):
             ["/usr/bin/python3", "-c", code, name], env=self.env(), capture_output=True,
             text=True, timeout=300, check=False,
         )  # fmt: skip
-
-
-def python_for(*flags: str) -> tuple[str, ...]:
-    return (sys.executable, *flags)

@@ -19,10 +19,8 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
-import os
 import queue
 import re
 import shutil
@@ -225,7 +223,8 @@ def build_image(cache: Path, kernel_deb: Path, uname_r: str) -> GuestImage:
         ["mke2fs", "-q", "-t", "ext4", "-L", "root", "-d", str(root), str(out / "disk.ext4"), "4G"]
     )
     shutil.rmtree(root)
-    out.rename(final) if not final.exists() else None
+    if not final.exists():
+        out.rename(final)
     shutil.rmtree(work, ignore_errors=True)
     return image
 
@@ -409,11 +408,3 @@ def booted(image: GuestImage, work: Path, repo_port: int, **kw: Any) -> Iterator
         yield guest
     finally:
         guest.stop()
-
-
-def gunzip(data: bytes) -> bytes:
-    return gzip.decompress(data)
-
-
-def environ_for_qemu() -> dict[str, str]:
-    return dict(os.environ)
