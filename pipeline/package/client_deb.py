@@ -21,7 +21,7 @@ from debian.deb822 import Deb822
 from ..errors import WorkError
 from ..proc import run, run_bytes
 from .client_item import ClientItem, check_tree
-from .deb import PRIORITY, dpkg_deb_build, installed_kib, read_control, set_times
+from .deb import PRIORITY, description_field, dpkg_deb_build, installed_kib, read_control, set_times
 
 SECTION = "admin"
 
@@ -37,8 +37,7 @@ def control(item: ClientItem, installed: int) -> Deb822:
         fields[name] = value
     fields["Section"] = SECTION
     fields["Priority"] = PRIORITY
-    body = [f" {line}" if line.strip() else " ." for line in item.description]
-    fields["Description"] = "\n".join([item.summary, *body])
+    fields["Description"] = description_field(item.summary, item.description)
     return fields
 
 

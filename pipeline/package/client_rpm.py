@@ -19,13 +19,12 @@ from ..errors import WorkError
 from .client_files import Entry
 from .client_item import ClientItem, check_tree
 from .rpm import (
+    build_signed,
     check_no_scripts,
     check_signature,
     payload_tar,
     preamble,
     query,
-    rpmbuild,
-    sign,
     spec_text,
 )
 
@@ -88,12 +87,9 @@ def spec(item: ClientItem) -> str:
 
 def build_client_rpm(item: ClientItem, work: Path, signer: ArchiveSigner | None) -> Path:
     """Build ``item`` in the empty folder ``work``, sign it; return the checked .rpm."""
-    built = rpmbuild(spec(item), item.name, sources(item), work, item.epoch, item.arch)
-    out = built / item.filename
-    if not out.is_file():
-        raise WorkError(f"rpmbuild did not write {out}")
-    if signer is not None:
-        sign(out, signer, work, item.epoch)
+    out = build_signed(
+        spec(item), item.name, item.filename, sources(item), work, item.epoch, item.arch, signer
+    )
     check_client_rpm(out, item, work / "check", signer)
     return out
 

@@ -48,9 +48,14 @@ def control(item: PackageItem, installed_kib: int) -> Deb822:
     fields["Enhances"] = ", ".join(enhances)
     fields["Section"] = SECTION
     fields["Priority"] = PRIORITY
-    body = [f" {line}" if line.strip() else " ." for line in item.description]
-    fields["Description"] = "\n".join([item.summary, *body])
+    fields["Description"] = description_field(item.summary, item.description)
     return fields
+
+
+def description_field(summary: str, description: tuple[str, ...]) -> str:
+    """Debian's Description: the summary, then each line indented, a blank one as ``.``."""
+    body = [f" {line}" if line.strip() else " ." for line in description]
+    return "\n".join([summary, *body])
 
 
 def build_deb(item: PackageItem, work: Path) -> Path:

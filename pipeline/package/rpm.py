@@ -136,12 +136,21 @@ def build_rpm(item: PackageItem, work: Path, signer: ArchiveSigner | None) -> Pa
     """Build ``item`` in the empty folder ``work``, sign it; return the checked .rpm."""
     sources = {"module.ko": item.module.read_bytes(), "livepatch.json": item.info}
     text = spec(item, "module.ko", "livepatch.json")
-    out = rpmbuild(text, item.name, sources, work, item.epoch, item.arch) / item.filename
+    out = build_signed(text, item.name, item.filename, sources, work, item.epoch, item.arch, signer)
+    check_rpm(out, item, work / "check", signer)
+    return out
+
+
+def build_signed(
+    spec_text: str, name: str, filename: str, sources: dict[str, bytes], work: Path,
+    epoch: int, arch: str, signer: ArchiveSigner | None,
+) -> Path:  # fmt: skip
+    """rpmbuild, then the archive key's signature; the package, not yet read back."""
+    out = rpmbuild(spec_text, name, sources, work, epoch, arch) / filename
     if not out.is_file():
         raise WorkError(f"rpmbuild did not write {out}")
     if signer is not None:
-        sign(out, signer, work, item.epoch)
-    check_rpm(out, item, work / "check", signer)
+        sign(out, signer, work, epoch)
     return out
 
 
