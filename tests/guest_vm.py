@@ -25,6 +25,7 @@ import queue
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -46,6 +47,12 @@ CONTROL_ADDR = "10.0.2.101"
 # crc32c is a soft dependency of ext4 (a crypto algorithm), not in modules.dep.
 ROOT_MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4")
 IMAGE_FORMAT = 1
+# Debian's ovmf: the UEFI firmware without Secure Boot's own checks, whose variable store
+# still holds a db the kernel reads into its .platform keyring.
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# The owner GUID db entries carry (EFI_GLOBAL_VARIABLE's): any GUID would do.
+DB_OWNER = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
 AGENT = r"""#!/usr/bin/python3
 # The end-to-end tests' agent: runs the control server's commands as root, posts results.
@@ -229,6 +236,28 @@ def build_image(cache: Path, kernel_deb: Path, uname_r: str) -> GuestImage:
     return image
 
 
+def firmware_vars(out: Path, db_certs: tuple[Path, ...] = ()) -> Path:
+    """A UEFI variable store: OVMF's stock one, plus ``db_certs`` (DER or PEM) in db, as
+    an administrator enrols a certificate in the firmware (``virt-fw-vars``, virt-firmware's
+    tool, installed beside this interpreter)."""
+    tool = Path(sys.executable).parent / "virt-fw-vars"
+    argv = [str(tool), "--input", str(OVMF_VARS), "--output", str(out)]
+    for cert in db_certs:
+        argv += ["--add-db", DB_OWNER, str(cert)]
+    _run(argv)
+    return out
+
+
+def uefi(vars_file: Path) -> tuple[str, ...]:
+    """QEMU arguments that boot through OVMF with ``vars_file`` as its variable store;
+    ``-kernel`` still names the kernel (OVMF's loader starts it)."""
+    return (
+        "-machine", "q35",
+        "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+        "-drive", f"if=pflash,format=raw,file={vars_file}",
+    )  # fmt: skip
+
+
 class Control(ThreadingHTTPServer):
     """The agent's side of the wire: one command at a time."""
 
@@ -364,8 +393,13 @@ class Guest:
             raise GuestError(self.failure(cmd, f"exit {done.rc}:\n{done.out[-3000:]}"))
         return done
 
-    def reboot(self, how: str = "systemctl reboot") -> None:
-        """Ask the guest to go down (QEMU exits: -no-reboot), then boot the same disk."""
+    def reboot(
+        self, how: str = "systemctl reboot", *, extra: tuple[str, ...] | None = None
+    ) -> None:
+        """Ask the guest to go down (QEMU exits: -no-reboot), then boot the same disk
+        (with other QEMU arguments ``extra``: another firmware, say)."""
+        if extra is not None:
+            self.extra = extra
         self._seq += 1
         self.control.jobs.put({"id": self._seq, "cmd": how, "timeout": 60})
         self.wait_exit()

@@ -16,17 +16,19 @@ import json
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apt_host import AptProject, make_apt_project
 from conftest import REPO
 from dnf_host import CACHE, RUNNING, module_name
-from guest_vm import REPO_ADDR, Guest, GuestImage, booted, build_image
+from guest_vm import REPO_ADDR, Guest, GuestImage, booted, build_image, firmware_vars, uefi
 from livegraft.pipeline.kernel_files import complete_from_apt, fetch_package
 from livegraft.pipeline.kernels.apt_source import discover_apt
 from livegraft.pipeline.kernels.filters import Filters
+from livegraft.signing.certificate import read_certificate
 from seaweed import SeaweedFS
 
 ARTIFACTS = REPO / ".livegraft" / "e2e"
@@ -284,3 +286,106 @@ def test_dnf(
             assert result.rc != 0, result.out
             assert livepatches(guest) == {module_name(RUNNING, current + 1): "1 0"}
             assert guest.run("rpm -q kpatch-patch-6_1_0-55-amd64", ok=False).rc != 0
+
+
+def dmesg(guest: Guest) -> str:
+    return guest.run("dmesg").out
+
+
+def wait_for(
+    guest: Guest, what: str, done: Callable[[dict[str, Any]], bool], timeout: float = 300
+) -> dict[str, Any]:
+    """The status document once ``done`` says so."""
+    deadline = time.monotonic() + timeout
+    doc: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        doc = status(guest)
+        if done(doc):
+            return doc
+        time.sleep(3)
+    raise AssertionError(f"{what}: not so after {timeout:.0f} s: {doc}\n{guest.tail()}")
+
+
+# Strips the appended signature (module, signature, 12-byte trailer, magic) off the
+# installed module and records the unsigned copy's sha256, so that only the signature is
+# missing; a copy of the signed one stays for the kernel's own refusal.
+STRIP = r"""
+import hashlib, json, pathlib, struct
+d = pathlib.Path('/usr/lib/livegraft/6.1.0-56-amd64')
+info = json.loads((d / 'livepatch.json').read_text())
+ko = d / info['file']
+data = ko.read_bytes()
+magic = b'~Module signature appended~\n'
+assert data.endswith(magic)
+sig_len = struct.unpack('>I', data[-len(magic) - 4:-len(magic)])[0]
+data = data[:len(data) - len(magic) - 12 - sig_len]
+ko.write_bytes(data)
+pathlib.Path('/tmp/unsigned.ko').write_bytes(data)
+info['sha256'] = hashlib.sha256(data).hexdigest()
+(d / 'livepatch.json').write_text(json.dumps(info))
+"""
+
+
+def test_secure_boot(
+    image: GuestImage, project: AptProject, seaweedfs: SeaweedFS, work: Path, phases: Phases
+) -> None:
+    """UEFI (OVMF) with ``module.sig_enforce=1``: the kernel takes only modules signed by a
+    key it trusts, and livegraft's certificate is trusted once it is in the firmware's db
+    (the kernel's .platform keyring, which Debian's kernel trusts for modules)."""
+    base = f"http://{REPO_ADDR}/{project.bucket}/lg"
+    cert = work / "livegraft-module-signing.der"
+    cert.write_bytes(project.get("keys/livegraft-module-signing.der"))
+    key_id = read_certificate(cert, "keys/livegraft-module-signing.der").subject_key_id
+    stock = firmware_vars(work / "vars-stock.fd")
+    enrolled = firmware_vars(work / "vars-enrolled.fd", (cert,))
+    with booted(
+        image, work, port_of(seaweedfs), name="secureboot", overlay=work / "secureboot.qcow2",
+        append="module.sig_enforce=1", extra=uefi(stock),
+    ) as guest:  # fmt: skip
+        with phases("secure boot: certificate not in db, the client refuses before loading"):
+            guest.run(
+                "curl -fsSLo /etc/apt/sources.list.d/livegraft.sources "
+                f'"{base}/clients/livegraft.sources"'
+            )
+            guest.run("apt-get update && apt-get install -y apt-livegraft && apt-get update")
+            doc = wait_for(
+                guest, "the apt hook's load attempt recorded",
+                lambda d: bool(d["last"]) and d["last"]["action"] == "apply",
+            )  # fmt: skip
+            assert doc["patch"]["state"] == "not-applied"
+            assert "does not trust the signing key" in doc["last"]["message"], doc
+            assert doc["security"] == {  # the kernel's own view, through the client
+                "secure_boot": False, "sig_enforce": True, "lockdown": "none",
+            }  # fmt: skip
+            result = guest.run("livegraftctl apply", ok=False)
+            assert result.rc == 1, result.out
+            assert "does not trust the signing key" in result.out, result.out
+            assert key_id in result.out and "mokutil --import" in result.out, result.out
+            assert livepatches(guest) == {}
+            # The client's refusal is the kernel's: insmod of the same module is rejected.
+            kernel = guest.run("insmod /usr/lib/livegraft/6.1.0-56-amd64/*.ko", ok=False)
+            assert kernel.rc != 0 and "Key was rejected by service" in kernel.out, kernel.out
+            assert "Loading of module with unavailable key is rejected" in dmesg(guest)
+            assert livepatches(guest) == {}
+
+        with phases("secure boot: certificate enrolled in db, the boot unit loads the patch"):
+            guest.reboot(extra=uefi(enrolled))
+            doc = wait_for(
+                guest, "applied at boot", lambda d: d["patch"]["state"] == "applied", timeout=120
+            )
+            assert key_id in guest.run("cat /proc/keys").out
+            assert doc["security"]["sig_enforce"] is True
+            assert livepatches(guest) == {doc["patch"]["module"]: "1 0"}
+            assert SAMPLE_EFFECT in guest.run("cat /proc/cmdline").out
+
+        with phases("secure boot: an unsigned module is refused, by the client and the kernel"):
+            guest.run("livegraftctl revert")
+            guest.run(f"python3 - <<'EOF'{STRIP}EOF")
+            result = guest.run("livegraftctl apply", ok=False)
+            assert result.rc == 1, result.out
+            assert "not signed" in result.out, result.out
+            assert livepatches(guest) == {}
+            kernel = guest.run("insmod /tmp/unsigned.ko", ok=False)
+            assert kernel.rc != 0 and "Key was rejected by service" in kernel.out, kernel.out
+            assert "Loading of unsigned module is rejected" in dmesg(guest)
+            assert livepatches(guest) == {}
